@@ -1,0 +1,91 @@
+"""
+systemflow: business flows as trees of small, composable flow objects.
+
+Build a tree from leaves (``Step``, ``Call``) and combinators (``Sequence``,
+``Conditional``, ``Parallel``, ``Compensatable``, ``Assign``, ``Instrumented``),
+then run it with ``execute`` (async) or ``run`` (sync).
+"""
+
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
+
+from ._core import (
+    Clock,
+    CompensationFailed,
+    Flow,
+    FlowContext,
+    FlowDefinitionError,
+    FlowError,
+    FlowPaused,
+    FlowTimeout,
+    FlowVersionMismatch,
+    Path,
+    RunLocked,
+    RunNotFound,
+    Segment,
+    SerializationError,
+    StepFailed,
+    SystemClock,
+    execute,
+    run,
+    walk,
+)
+from .combinators import (
+    Assign,
+    Call,
+    Compensatable,
+    Conditional,
+    Parallel,
+    RetryPolicy,
+    Sequence,
+    Step,
+    step,
+)
+from .instrumentation import Instrumented
+
+try:
+    __version__ = _version("systemflow")
+except PackageNotFoundError:  # pragma: no cover -- running from a bare checkout
+    __version__ = "0.0.0"
+
+__all__ = [
+    "Assign",
+    "Call",
+    "Clock",
+    "CompensationFailed",
+    "Compensatable",
+    "Conditional",
+    "Flow",
+    "FlowContext",
+    "FlowDefinitionError",
+    "FlowError",
+    "FlowPaused",
+    "FlowTimeout",
+    "FlowVersionMismatch",
+    "Instrumented",
+    "Parallel",
+    "Path",
+    "RetryPolicy",
+    "RunLocked",
+    "RunNotFound",
+    "Segment",
+    "Sequence",
+    "SerializationError",
+    "Step",
+    "StepFailed",
+    "SystemClock",
+    "execute",
+    "run",
+    "step",
+    "walk",
+]
+
+# Tracebacks and reprs name the public home, not the private module.
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("systemflow."):
+        try:
+            _obj.__module__ = "systemflow"
+        except (AttributeError, TypeError):  # pragma: no cover -- aliases like Path
+            pass
+del _name, _obj

@@ -1,0 +1,71 @@
+"""
+The core: the flow protocol, contexts, errors, and running a tree.
+
+It imports nothing from the rest of the package.
+"""
+
+from ._callables import callable_name, make_caller, wants_context
+from ._clock import SYSTEM_CLOCK, Clock, SystemClock
+from ._context import CompensationScope, FlowContext, Observer, Undo, new_run_id
+from ._errors import (
+    CompensationFailed,
+    FlowDefinitionError,
+    FlowError,
+    FlowPaused,
+    FlowTimeout,
+    FlowVersionMismatch,
+    RunLocked,
+    RunNotFound,
+    SerializationError,
+    StepFailed,
+    format_path,
+)
+from ._execute import execute, run
+from ._flow import (
+    Child,
+    Flow,
+    Path,
+    Segment,
+    check_name,
+    children_of,
+    describe,
+    segment_children,
+    walk,
+)
+from ._invoke import invoke
+
+__all__ = [
+    "SYSTEM_CLOCK",
+    "Child",
+    "Clock",
+    "CompensationFailed",
+    "CompensationScope",
+    "Flow",
+    "FlowContext",
+    "FlowDefinitionError",
+    "FlowError",
+    "FlowPaused",
+    "FlowTimeout",
+    "FlowVersionMismatch",
+    "Observer",
+    "Path",
+    "RunLocked",
+    "RunNotFound",
+    "Segment",
+    "SerializationError",
+    "StepFailed",
+    "SystemClock",
+    "Undo",
+    "callable_name",
+    "check_name",
+    "children_of",
+    "describe",
+    "execute",
+    "format_path",
+    "invoke",
+    "make_caller",
+    "new_run_id",
+    "run",
+    "segment_children",
+    "walk",
+]

@@ -1,0 +1,197 @@
+"""
+The errors systemflow raises.
+
+Every error is a ``FlowError`` and carries data, not only a message: the path of
+the node it came from and the run id, plus whatever else tells the story (the
+offending type, both fingerprints). The tree::
+
+    FlowError
+    +-- StepFailed                 a node of the tree failed; the cause is chained
+    |   +-- FlowTimeout            ... because a step ran past its timeout (also TimeoutError)
+    +-- CompensationFailed         a saga failed and some of its undos failed too
+    +-- FlowPaused                 a durable run is waiting (a signal, a timer); not a failure
+    +-- FlowVersionMismatch        the tree changed under a paused run
+    +-- RunLocked                  another claim holds the run
+    +-- RunNotFound                no run with that id (also LookupError)
+    +-- SerializationError         a value cannot be stored or read back (also TypeError)
+    +-- FlowDefinitionError        a tree is malformed at construction (also ValueError)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, final
+
+if TYPE_CHECKING:
+    from collections import abc
+
+    from ._flow import Path
+
+
+def format_path(path: Path) -> str:
+    """
+    Render a node path for humans: ``order/2/charge``, or ``<root>``.
+    """
+    return "/".join(map(str, path)) if path else "<root>"
+
+
+class FlowError(Exception):
+    """
+    The root of every error systemflow raises.
+
+    Attributes:
+        path: The path of the node the error came from (``()`` for the root).
+        run_id: The run the error happened in, when there is one.
+
+    .. versionadded:: 0.1.0
+    """
+
+    path: Path
+    run_id: str | None
+
+    def __init__(self, message: str, *, path: Path = (), run_id: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.run_id = run_id
+
+
+class StepFailed(FlowError):
+    """
+    A node of the tree failed; ``__cause__`` is what it raised.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+@final
+class FlowTimeout(StepFailed, TimeoutError):
+    """
+    A step ran longer than its ``timeout=``.
+
+    Attributes:
+        timeout: The limit, in seconds.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self, message: str, *, path: Path = (), run_id: str | None = None, timeout: float
+    ) -> None:
+        super().__init__(message, path=path, run_id=run_id)
+        self.timeout = timeout
+
+
+@final
+class CompensationFailed(FlowError):
+    """
+    A saga scope failed and at least one of its undos failed too.
+
+    The scope still ran every undo it could. ``__cause__`` is the original failure.
+
+    Attributes:
+        original: The failure that started the compensation.
+        errors: One ``StepFailed`` per undo that failed, newest first; each names
+            the path of the step it was undoing.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: Path = (),
+        run_id: str | None = None,
+        original: BaseException,
+        errors: abc.Sequence[StepFailed],
+    ) -> None:
+        super().__init__(message, path=path, run_id=run_id)
+        self.original = original
+        self.errors = tuple(errors)
+
+
+class FlowPaused(FlowError):
+    """
+    A durable run is waiting for a signal or a timer.
+
+    Pausing is not failure: it never triggers a retry or a compensation.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+@final
+class FlowVersionMismatch(FlowError):
+    """
+    The tree's shape changed since the run was started.
+
+    Attributes:
+        stored: The fingerprint the run was started with.
+        current: The fingerprint of the tree now.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: Path = (),
+        run_id: str | None = None,
+        stored: str,
+        current: str,
+    ) -> None:
+        super().__init__(message, path=path, run_id=run_id)
+        self.stored = stored
+        self.current = current
+
+
+@final
+class RunLocked(FlowError):
+    """
+    Another claim holds the run's lease.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+@final
+class RunNotFound(FlowError, LookupError):
+    """
+    No run has that id.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+@final
+class SerializationError(FlowError, TypeError):
+    """
+    A value cannot be stored, or a stored value cannot be read back.
+
+    Attributes:
+        type: The offending type, when known.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: Path = (),
+        run_id: str | None = None,
+        type: Any = None,  # noqa: A002 -- the contract's attribute name
+    ) -> None:
+        super().__init__(message, path=path, run_id=run_id)
+        self.type = type
+
+
+@final
+class FlowDefinitionError(FlowError, ValueError):
+    """
+    A tree is malformed: two siblings share a name, a name is unusable, ...
+
+    Raised by constructors, before anything runs.
+
+    .. versionadded:: 0.1.0
+    """

@@ -1,0 +1,81 @@
+"""
+The one place where a node runs a child.
+
+Every combinator calls its children through ``invoke``. It makes the child's
+context, hands the run to instrumentation when a recursive ``Instrumented`` asked
+for it, turns a foreign exception into a ``StepFailed`` naming the node's path,
+lets a non-critical node's failure go, and registers a completed step's undo
+with the nearest compensation scope. Pauses and cancellation pass through
+before any failure handling: they never trigger a retry or a compensation.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._context import Undo
+from ._errors import FlowError, FlowPaused, StepFailed, format_path
+from ._flow import describe
+
+if TYPE_CHECKING:
+    from ._context import FlowContext
+    from ._flow import Flow, Segment
+
+
+async def invoke(
+    node: Flow[Any, Any], parent: FlowContext, segment: Segment | None, value: Any
+) -> Any:
+    """
+    Run ``node`` on ``value`` as the child of ``parent`` at ``segment``.
+
+    ``segment=None`` runs the node at its parent's own path (wrappers, the root).
+    """
+    ctx = parent if segment is None else parent.child(segment)
+    observer = ctx._observer  # noqa: SLF001 -- the context's private hook, ours
+    if observer is None:
+        return await run_node(node, ctx, value)
+    token = observer.node_started(node, ctx, value)
+    try:
+        out = await run_node(node, ctx, value)
+    except BaseException as exc:
+        observer.node_finished(token, exc, None)
+        raise
+    observer.node_finished(token, None, out)
+    return out
+
+
+async def run_node(node: Flow[Any, Any], ctx: FlowContext, value: Any) -> Any:
+    """
+    Run ``node`` in its own context ``ctx``; see the module docstring.
+    """
+    try:
+        out = await node.execute(ctx, value)
+    except FlowPaused:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- every failure is wrapped or let go below
+        return _failed(node, ctx, value, exc)
+    scope = ctx._scope  # noqa: SLF001
+    if scope is not None and getattr(node, "compensate", None) is not None:
+        scope.undos.append(Undo(node, ctx, value, out))
+    return out
+
+
+def _failed(node: Flow[Any, Any], ctx: FlowContext, value: Any, exc: Exception) -> Any:
+    if isinstance(exc, FlowError):
+        error: FlowError = exc
+    else:
+        msg = (
+            f"{type(node).__name__} {describe(node)!r} at {format_path(ctx.path)} "
+            f"in run {ctx.run_id} failed: {type(exc).__name__}: {exc}"
+        )
+        error = StepFailed(msg, path=ctx.path, run_id=ctx.run_id)
+        error.__cause__ = exc
+    if getattr(node, "critical", True):
+        raise error
+    ctx.logger.warning(
+        "systemflow.step_failed_ignored",
+        node=describe(node),
+        error=str(error),
+        exc_info=error,
+    )
+    return value

@@ -1,0 +1,149 @@
+"""
+Compensatable: a saga scope that undoes completed steps when it fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, final
+
+import attrs
+
+from .._core import (
+    Child,
+    CompensationFailed,
+    CompensationScope,
+    Flow,
+    FlowPaused,
+    StepFailed,
+    check_name,
+    describe,
+    format_path,
+    invoke,
+    segment_children,
+)
+from ._node import Node, as_flow, node_repr
+
+if TYPE_CHECKING:
+    from collections import abc
+
+    from .._core import FlowContext
+
+
+@final
+@attrs.frozen(init=False, repr=False)
+class Compensatable(Node[Any, Any]):
+    """
+    A saga scope: run the children in sequence; on failure, undo what completed.
+
+    Every step with ``compensate=`` that completes anywhere below the scope
+    (inside a ``Parallel``, a nested ``Sequence``, ...) registers its undo
+    with the nearest enclosing scope. When a child fails, the scope runs the
+    undos newest first, each at most once, with the input and output of the
+    step it undoes, then raises the original error with a note naming what
+    was undone. If undos fail too, it raises ``CompensationFailed``, which
+    carries the original error and every undo failure: none is swallowed.
+
+    A nested scope that succeeds hands its undos to its parent scope, so they
+    run if a later step of the parent fails. If the scope is cancelled, the
+    undos still run, shielded from the cancellation, before it goes on. A
+    pause (``FlowPaused``) is not a failure and undoes nothing.
+
+    Attributes:
+        flows: The children, run in order like a ``Sequence``.
+        name: The scope's path segment; its index in its parent if not given.
+
+    .. versionadded:: 0.1.0
+    """
+
+    flows: tuple[Flow[Any, Any], ...]
+    name: str | None = attrs.field(default=None, kw_only=True)
+    children: tuple[Child, ...] = attrs.field(init=False, eq=False, repr=False)
+
+    def __init__(self, *flows: Flow[Any, Any] | abc.Callable[..., Any], name: str | None = None):
+        owner = f"Compensatable {name!r}" if name else "Compensatable"
+        check_name(name, owner)
+        items = tuple(as_flow(f, f"{owner} child {i}") for i, f in enumerate(flows))
+        self.__attrs_init__(items, name=name)  # type: ignore[attr-defined]
+        object.__setattr__(self, "children", segment_children(owner, [(None, f) for f in items]))
+
+    async def execute(self, ctx: FlowContext, input: Any) -> Any:
+        """
+        Run the children in order inside a new compensation scope.
+        """
+        scope = CompensationScope()
+        inner = attrs.evolve(ctx, scope=scope)
+        value = input
+        try:
+            for segment, child in self.children:
+                value = await invoke(child, inner, segment, value)
+        except FlowPaused:
+            raise
+        except asyncio.CancelledError:
+            await _shielded(self._compensate(ctx, scope, "cancelled"))
+            raise
+        except Exception as exc:
+            errors = await self._compensate(ctx, scope, exc)
+            self._raise(ctx, exc, errors)
+        parent = ctx._scope  # noqa: SLF001 -- the context's private hook, ours
+        if parent is not None:
+            parent.undos.extend(scope.undos)
+        return value
+
+    async def _compensate(
+        self, ctx: FlowContext, scope: CompensationScope, reason: BaseException | str
+    ) -> list[StepFailed]:
+        errors: list[StepFailed] = []
+        done: list[str] = []
+        log = ctx.logger
+        while scope.undos:
+            undo = scope.undos.pop()  # newest first; popped, so at most once
+            where = format_path(undo.ctx.path)
+            try:
+                await undo.node.undo(undo.ctx, undo.input, undo.output)  # type: ignore[attr-defined]
+            except Exception as exc:  # noqa: BLE001 -- collected and raised below
+                msg = (
+                    f"compensation of {describe(undo.node)!r} at {where} "
+                    f"in run {undo.ctx.run_id} failed: {type(exc).__name__}: {exc}"
+                )
+                error = StepFailed(msg, path=undo.ctx.path, run_id=undo.ctx.run_id)
+                error.__cause__ = exc
+                errors.append(error)
+                log.error("systemflow.compensation_failed", step=where, error=msg)
+            else:
+                done.append(where)
+                log.info("systemflow.compensated", step=where, reason=str(reason))
+        if done and isinstance(reason, BaseException):
+            reason.add_note(f"compensated, newest first: {', '.join(done)}")
+        return errors
+
+    def _raise(self, ctx: FlowContext, original: Exception, errors: list[StepFailed]) -> None:
+        if not errors:
+            raise original
+        where = format_path(ctx.path)
+        failed = ", ".join(format_path(e.path) for e in errors)
+        msg = (
+            f"Compensatable {describe(self)!r} at {where} in run {ctx.run_id} failed "
+            f"({original}) and {len(errors)} undo(s) failed too: {failed}"
+        )
+        error = CompensationFailed(
+            msg, path=ctx.path, run_id=ctx.run_id, original=original, errors=errors
+        )
+        for undo_error in errors:
+            error.add_note(str(undo_error))
+        raise error from original
+
+    def __repr__(self) -> str:
+        return node_repr("Compensatable", self.flows, name=self.name)
+
+
+async def _shielded(work: abc.Coroutine[Any, Any, list[StepFailed]]) -> None:
+    # Run the undos to the end even if we are cancelled again meanwhile. The
+    # cancellation goes on afterwards and cannot carry undo failures: those
+    # were logged as systemflow.compensation_failed by _compensate.
+    task = asyncio.ensure_future(work)
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            continue

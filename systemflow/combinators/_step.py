@@ -1,0 +1,322 @@
+"""
+Leaves: a step wraps a function, a call names a service method.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import abc
+from typing import TYPE_CHECKING, Any, TypeVar, final, overload
+
+import attrs
+
+from .._core import callable_name, check_name, make_caller, wants_context
+from ._node import Node, node_repr
+from ._retry import RetryPolicy, call_with_policy, to_seconds
+
+if TYPE_CHECKING:
+    from .._core import FlowContext
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+_STEP_FORM = "(input) or (ctx, input)"
+_UNDO_FORM = "(input, output) or (ctx, input, output)"
+
+
+def _check_timeout(owner: str, timeout: float | None) -> None:
+    if timeout is not None and not timeout > 0:
+        msg = f"{owner}: timeout must be greater than 0 seconds, got {timeout!r}"
+        raise ValueError(msg)
+
+
+def _check_retry(owner: str, retry: object) -> None:
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        msg = f"{owner}: retry must be a RetryPolicy, got {type(retry).__name__}"
+        raise TypeError(msg)
+
+
+def _undo_caller(
+    owner: str, compensate: abc.Callable[..., Any] | None, *, inline: bool
+) -> abc.Callable[..., abc.Awaitable[Any]] | None:
+    if compensate is None:
+        return None
+    with_ctx = wants_context(compensate, 2, role=f"{owner}: compensate", form=_UNDO_FORM)
+    return make_caller(compensate, with_ctx=with_ctx, inline=inline)
+
+
+class _Leaf(Node[In, Out]):
+    """
+    Strictly private: retry, timeout and undo, shared by ``Step`` and ``Call``.
+    """
+
+    __slots__ = ()
+
+    # Filled in by the attrs subclasses.
+    retry: RetryPolicy | None
+    timeout: float | None
+    _call: abc.Callable[..., abc.Awaitable[Any]]
+    _undo: abc.Callable[..., abc.Awaitable[Any]] | None
+
+    async def execute(self, ctx: FlowContext, input: In) -> Out:
+        """
+        Run the leaf's call, under its timeout and retry policy if it has them.
+        """
+        if self.retry is None and self.timeout is None:
+            out: Out = await self._call(ctx, input)
+            return out
+        return await call_with_policy(  # type: ignore[no-any-return]
+            self, ctx, self._call, input, retry=self.retry, timeout=self.timeout
+        )
+
+    async def undo(self, ctx: FlowContext, input: In, output: Any) -> None:
+        """
+        Run the compensation for a completed call, under the same policy.
+        """
+        if self._undo is None:  # pragma: no cover -- only scheduled when compensate is set
+            return
+        await call_with_policy(
+            self, ctx, self._undo, input, output, retry=self.retry, timeout=self.timeout
+        )
+
+
+@final
+@attrs.frozen(repr=False)
+class Step(_Leaf[In, Out]):
+    """
+    A leaf that runs a function.
+
+    The function takes ``(input)`` or ``(ctx, input)`` and may be sync or
+    async. Coroutine functions are awaited; sync functions run in a worker
+    thread (they are usually blocking I/O) unless ``inline=True``, which is
+    right for cheap, non-blocking functions and saves the thread hop.
+
+    Attributes:
+        fn: The function.
+        compensate: Its undo, ``(input, output)`` or ``(ctx, input, output)``;
+            registered with the nearest ``Compensatable`` when the step completes.
+        retry: How failed attempts are retried.
+        timeout: Seconds (or a timedelta) one attempt may take; past it the
+            attempt fails with ``FlowTimeout``.
+        inline: Run a sync function on the event loop instead of in a thread.
+        critical: When false, a failure is logged (``systemflow.step_failed_ignored``)
+            and the step passes its input through instead of failing the flow.
+        name: The step's path segment; its index in its parent if not given.
+
+    .. versionadded:: 0.1.0
+    """
+
+    fn: abc.Callable[..., Any]
+    compensate: abc.Callable[..., Any] | None = attrs.field(default=None, kw_only=True)
+    retry: RetryPolicy | None = attrs.field(default=None, kw_only=True)
+    timeout: float | None = attrs.field(default=None, kw_only=True, converter=to_seconds)
+    inline: bool = attrs.field(default=False, kw_only=True)
+    critical: bool = attrs.field(default=True, kw_only=True)
+    name: str | None = attrs.field(default=None, kw_only=True)
+    _call: abc.Callable[..., abc.Awaitable[Any]] = attrs.field(
+        init=False, eq=False, repr=False
+    )
+    _undo: abc.Callable[..., abc.Awaitable[Any]] | None = attrs.field(
+        init=False, eq=False, repr=False
+    )
+
+    def __attrs_post_init__(self) -> None:
+        """
+        Validate the options and classify the functions once.
+        """
+        owner = f"Step {self.label!r}"
+        check_name(self.name, owner)
+        _check_timeout(owner, self.timeout)
+        _check_retry(owner, self.retry)
+        with_ctx = wants_context(self.fn, 1, role=owner, form=_STEP_FORM)
+        object.__setattr__(self, "_call", make_caller(self.fn, with_ctx=with_ctx, inline=self.inline))
+        object.__setattr__(self, "_undo", _undo_caller(owner, self.compensate, inline=self.inline))
+
+    @property
+    def label(self) -> str:
+        """
+        The function's name, for messages, logs and diagrams.
+        """
+        return callable_name(self.fn)
+
+    def __repr__(self) -> str:
+        return node_repr(
+            "Step",
+            [self.label],
+            compensate=None if self.compensate is None else _Raw(callable_name(self.compensate)),
+            retry=self.retry,
+            timeout=self.timeout,
+            inline=self.inline or None,
+            critical=None if self.critical else False,
+            name=self.name,
+        )
+
+
+@final
+class _Raw:
+    """
+    Strictly private: shows a string without quotes in a repr.
+    """
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+@overload
+def step(fn: abc.Callable[..., abc.Awaitable[Out]], /) -> Step[Any, Out]: ...
+@overload
+def step(fn: abc.Callable[..., Out], /) -> Step[Any, Out]: ...
+@overload
+def step(
+    *,
+    name: str | None = None,
+    compensate: abc.Callable[..., Any] | None = None,
+    retry: RetryPolicy | None = None,
+    timeout: float | dt.timedelta | None = None,
+    inline: bool = False,
+    critical: bool = True,
+) -> abc.Callable[[abc.Callable[..., Any]], Step[Any, Any]]: ...
+
+
+def step(
+    fn: abc.Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    compensate: abc.Callable[..., Any] | None = None,
+    retry: RetryPolicy | None = None,
+    timeout: float | dt.timedelta | None = None,
+    inline: bool = False,
+    critical: bool = True,
+) -> Step[Any, Any] | abc.Callable[[abc.Callable[..., Any]], Step[Any, Any]]:
+    """
+    Turn a function into a ``Step``: ``@step`` or ``@step(name=..., retry=...)``.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def make(func: abc.Callable[..., Any]) -> Step[Any, Any]:
+        return Step(
+            func,
+            name=name,
+            compensate=compensate,
+            retry=retry,
+            timeout=timeout,  # type: ignore[arg-type] # the converter takes timedelta
+            inline=inline,
+            critical=critical,
+        )
+
+    if fn is not None:
+        return make(fn)
+    return make
+
+
+@final
+@attrs.frozen(repr=False)
+class Call(_Leaf[Any, Any]):
+    """
+    A leaf that calls a service method: ``await ctx.services[service].<method>(input)``.
+
+    Declarative, so a tree of calls needs no function per call and can be
+    drawn (and later stored) as data. A coroutine method is awaited; a plain
+    method runs in a worker thread unless ``inline=True``, and an awaitable it
+    returns is awaited too.
+
+    Attributes:
+        service: The key in ``ctx.services``.
+        method: The method to call with the input.
+        compensate: The undo: a method name on the same service, called with
+            the call's output, or a function as for ``Step``.
+        retry: As for ``Step``.
+        timeout: As for ``Step``.
+        inline: As for ``Step``.
+        critical: As for ``Step``.
+        name: The call's path segment; its index in its parent if not given.
+
+    .. versionadded:: 0.1.0
+    """
+
+    service: str
+    method: str
+    compensate: str | abc.Callable[..., Any] | None = attrs.field(default=None, kw_only=True)
+    retry: RetryPolicy | None = attrs.field(default=None, kw_only=True)
+    timeout: float | None = attrs.field(default=None, kw_only=True, converter=to_seconds)
+    inline: bool = attrs.field(default=False, kw_only=True)
+    critical: bool = attrs.field(default=True, kw_only=True)
+    name: str | None = attrs.field(default=None, kw_only=True)
+    _undo: abc.Callable[..., abc.Awaitable[Any]] | None = attrs.field(
+        init=False, eq=False, repr=False
+    )
+
+    def __attrs_post_init__(self) -> None:
+        """
+        Validate the options and prepare the undo.
+        """
+        owner = f"Call {self.label!r}"
+        check_name(self.name, owner)
+        _check_timeout(owner, self.timeout)
+        _check_retry(owner, self.retry)
+        for field in ("service", "method"):
+            value = getattr(self, field)
+            if not isinstance(value, str) or not value:
+                msg = f"Call: {field} must be a non-empty str, got {value!r}"
+                raise TypeError(msg)
+        undo: abc.Callable[..., abc.Awaitable[Any]] | None
+        if isinstance(self.compensate, str):
+            undo = self._undo_method
+        else:
+            undo = _undo_caller(owner, self.compensate, inline=self.inline)
+        object.__setattr__(self, "_undo", undo)
+
+    @property
+    def label(self) -> str:
+        """
+        ``service.method``, for messages, logs and diagrams.
+        """
+        return f"{self.service}.{self.method}"
+
+    def _bound(self, ctx: FlowContext, method: str) -> abc.Callable[..., Any]:
+        try:
+            service = ctx.services[self.service]
+        except KeyError:
+            known = ", ".join(sorted(ctx.services)) or "none"
+            msg = f"no service named {self.service!r} in ctx.services (known: {known})"
+            raise LookupError(msg) from None
+        bound = getattr(service, method, None)
+        if bound is None or not callable(bound):
+            msg = f"service {self.service!r} ({type(service).__name__}) has no method {method!r}"
+            raise AttributeError(msg)
+        return bound  # type: ignore[no-any-return]
+
+    async def _invoke_method(self, ctx: FlowContext, method: str, value: Any) -> Any:
+        bound = self._bound(ctx, method)
+        return await make_caller(bound, with_ctx=False, inline=self.inline)(ctx, value)
+
+    async def _call(self, ctx: FlowContext, value: Any) -> Any:
+        return await self._invoke_method(ctx, self.method, value)
+
+    async def _undo_method(self, ctx: FlowContext, _input: Any, output: Any) -> Any:
+        assert isinstance(self.compensate, str)  # noqa: S101 -- chosen in __attrs_post_init__
+        return await self._invoke_method(ctx, self.compensate, output)
+
+    def __repr__(self) -> str:
+        compensate = self.compensate
+        return node_repr(
+            "Call",
+            [repr(self.service), repr(self.method)],
+            compensate=(
+                compensate
+                if compensate is None or isinstance(compensate, str)
+                else _Raw(callable_name(compensate))
+            ),
+            retry=self.retry,
+            timeout=self.timeout,
+            inline=self.inline or None,
+            critical=None if self.critical else False,
+            name=self.name,
+        )

@@ -1,0 +1,136 @@
+"""
+The structlog events, OpenTelemetry spans and metrics of instrumented nodes.
+
+Only ``opentelemetry-api`` is required: without an SDK every call is a no-op.
+The library never configures logging or an SDK; the application does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any, final
+
+from opentelemetry import context as otel_context
+from opentelemetry import metrics, trace
+
+from .._core import FlowPaused, describe, format_path
+
+if TYPE_CHECKING:
+    from .._core import Flow, FlowContext
+
+_SCOPE = "systemflow"
+
+tracer = trace.get_tracer(_SCOPE)
+_meter = metrics.get_meter(_SCOPE)
+# The API hands out proxies until an SDK is installed, then forwards to it, so
+# creating the instruments at import time is safe.
+started_counter = _meter.create_counter(
+    "systemflow.flow.started", unit="{run}", description="Instrumented flows started"
+)
+completed_counter = _meter.create_counter(
+    "systemflow.flow.completed", unit="{run}", description="Instrumented flows completed"
+)
+failed_counter = _meter.create_counter(
+    "systemflow.flow.failed", unit="{run}", description="Instrumented flows failed"
+)
+duration_histogram = _meter.create_histogram(
+    "systemflow.flow.duration", unit="s", description="Duration of instrumented flows"
+)
+
+
+@final
+class Telemetry:
+    """
+    Strictly private: the observer ``Instrumented`` installs.
+
+    For each node it reports: a span (``<Kind> <name>``, nested as the tree
+    nests), the structlog events ``systemflow.flow_started`` /
+    ``flow_completed`` / ``flow_failed`` / ``flow_paused`` / ``flow_cancelled``,
+    and the counters and duration histogram.
+    """
+
+    __slots__ = ("log_input", "log_output", "root", "root_name")
+
+    def __init__(
+        self, root: Flow[Any, Any], root_name: str, *, log_input: bool, log_output: bool
+    ) -> None:
+        self.root = root
+        self.root_name = root_name
+        self.log_input = log_input
+        self.log_output = log_output
+
+    def node_started(self, node: Flow[Any, Any], ctx: FlowContext, value: Any) -> object:
+        """
+        Open the node's span and log that it started.
+        """
+        name = self.root_name if node is self.root else describe(node)
+        kind = type(node).__name__
+        where = format_path(ctx.path)
+        span = tracer.start_span(
+            f"{kind} {name}",
+            attributes={
+                "systemflow.flow": name,
+                "systemflow.node": kind,
+                "systemflow.path": where,
+                "systemflow.run_id": ctx.run_id,
+            },
+        )
+        token = otel_context.attach(trace.set_span_in_context(span))
+        log = ctx.logger.bind(flow=name, node=kind)
+        extra = {"input": value} if self.log_input else {}
+        log.info("systemflow.flow_started", **extra)
+        started_counter.add(1, {"systemflow.flow": name})
+        return _Token(span, token, log, name, time.perf_counter())
+
+    def node_finished(self, token: object, error: BaseException | None, output: Any) -> None:
+        """
+        Close the node's span, log how it ended and record the metrics.
+        """
+        assert isinstance(token, _Token)  # noqa: S101 -- handed out by node_started
+        duration = time.perf_counter() - token.start
+        span, log, attrs = token.span, token.log, {"systemflow.flow": token.name}
+        ms = round(duration * 1000, 3)
+        try:
+            if error is None:
+                extra = {"output": output} if self.log_output else {}
+                log.info("systemflow.flow_completed", duration_ms=ms, **extra)
+                completed_counter.add(1, attrs)
+                outcome = "completed"
+            elif isinstance(error, FlowPaused):
+                span.set_attribute("systemflow.paused", value=True)
+                log.info("systemflow.flow_paused", duration_ms=ms)
+                outcome = "paused"
+            elif isinstance(error, asyncio.CancelledError):
+                span.set_attribute("systemflow.cancelled", value=True)
+                log.info("systemflow.flow_cancelled", duration_ms=ms)
+                outcome = "cancelled"
+            else:
+                span.record_exception(error)
+                span.set_status(trace.Status(trace.StatusCode.ERROR, f"{type(error).__name__}"))
+                log.error(
+                    "systemflow.flow_failed",
+                    duration_ms=ms,
+                    error=str(error),
+                    error_type=type(error).__name__,
+                )
+                failed_counter.add(1, attrs)
+                outcome = "failed"
+            duration_histogram.record(duration, {**attrs, "systemflow.outcome": outcome})
+        finally:
+            otel_context.detach(token.context_token)
+            span.end()
+
+
+@final
+class _Token:
+    __slots__ = ("context_token", "log", "name", "span", "start")
+
+    def __init__(
+        self, span: trace.Span, context_token: object, log: Any, name: str, start: float
+    ) -> None:
+        self.span = span
+        self.context_token = context_token
+        self.log = log
+        self.name = name
+        self.start = start
