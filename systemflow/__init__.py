@@ -6,6 +6,7 @@ Build a tree from leaves (``Step``, ``Call``) and combinators (``Sequence``,
 then run it with ``execute`` (async) or ``run`` (sync).
 """
 
+import contextlib
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
 
@@ -52,8 +53,8 @@ __all__ = [
     "Assign",
     "Call",
     "Clock",
-    "CompensationFailed",
     "Compensatable",
+    "CompensationFailed",
     "Conditional",
     "Flow",
     "FlowContext",
@@ -84,8 +85,6 @@ __all__ = [
 for _name in __all__:
     _obj = globals()[_name]
     if getattr(_obj, "__module__", "").startswith("systemflow."):
-        try:
+        with contextlib.suppress(AttributeError, TypeError):  # aliases like Path
             _obj.__module__ = "systemflow"
-        except (AttributeError, TypeError):  # pragma: no cover -- aliases like Path
-            pass
 del _name, _obj

@@ -68,4 +68,5 @@ __all__ = [
     "run",
     "segment_children",
     "walk",
+    "wants_context",
 ]

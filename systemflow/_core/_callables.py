@@ -40,8 +40,8 @@ def is_async_callable(fn: object) -> bool:
     """
     if inspect.iscoroutinefunction(fn):
         return True
-    call = getattr(type(fn), "__call__", None)
-    return not inspect.isroutine(fn) and inspect.iscoroutinefunction(call)
+    dunder_call = getattr(type(fn), "__call__", None)  # noqa: B004 -- we want the method
+    return not inspect.isroutine(fn) and inspect.iscoroutinefunction(dunder_call)
 
 
 def _positional_counts(fn: object) -> tuple[int, float] | None:

@@ -43,10 +43,10 @@ class SystemClock:
 
     __slots__ = ()
 
-    def now(self) -> dt.datetime:  # noqa: D102
+    def now(self) -> dt.datetime:
         return dt.datetime.now(dt.UTC)
 
-    async def sleep(self, seconds: float) -> None:  # noqa: D102
+    async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
 
     def __repr__(self) -> str:

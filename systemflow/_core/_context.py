@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections import abc
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, final
 
@@ -18,6 +17,8 @@ from ._clock import SYSTEM_CLOCK, Clock
 from ._errors import format_path
 
 if TYPE_CHECKING:
+    from collections import abc
+
     from ._flow import Flow, Path, Segment
 
 
@@ -130,8 +131,9 @@ class FlowContext:
     @property
     def idempotency_key(self) -> str:
         """
-        A key stable for this run and this node: pass it to services so a retried
-        or re-run step does not repeat its effect.
+        A key stable for this run and this node, for services to deduplicate on.
+
+        Pass it along so that a retried or re-run step does not repeat its effect.
         """
         return f"{self.run_id}:{format_path(self.path)}"
 

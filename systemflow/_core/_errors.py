@@ -180,7 +180,7 @@ class SerializationError(FlowError, TypeError):
         *,
         path: Path = (),
         run_id: str | None = None,
-        type: Any = None,  # noqa: A002 -- the contract's attribute name
+        type: Any = None,
     ) -> None:
         super().__init__(message, path=path, run_id=run_id)
         self.type = type

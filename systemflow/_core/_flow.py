@@ -40,8 +40,7 @@ class Flow(Protocol[In, Out]):
 
     __slots__ = ()
 
-    async def execute(self, ctx: FlowContext, input: In) -> Out:  # noqa: D102
-        ...
+    async def execute(self, ctx: FlowContext, input: In) -> Out: ...
 
 
 def children_of(node: object) -> tuple[Child, ...]:

@@ -70,7 +70,7 @@ class Assign(Node[Any, Any]):
         for key in keys:
             check_name(key, f"{owner} field {key!r}")
         flows = tuple(as_flow(f, f"{owner} field {k!r}") for k, f in fields.items())
-        self.__attrs_init__(flows, keys=keys, name=name)  # type: ignore[attr-defined]
+        self.__attrs_init__(flows, keys=keys, name=name)
         object.__setattr__(self, "children", segment_children(owner, zip(keys, flows, strict=True)))
 
     async def execute(self, ctx: FlowContext, input: Any) -> Any:

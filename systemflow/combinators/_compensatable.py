@@ -60,11 +60,13 @@ class Compensatable(Node[Any, Any]):
     name: str | None = attrs.field(default=None, kw_only=True)
     children: tuple[Child, ...] = attrs.field(init=False, eq=False, repr=False)
 
-    def __init__(self, *flows: Flow[Any, Any] | abc.Callable[..., Any], name: str | None = None):
+    def __init__(
+        self, *flows: Flow[Any, Any] | abc.Callable[..., Any], name: str | None = None
+    ) -> None:
         owner = f"Compensatable {name!r}" if name else "Compensatable"
         check_name(name, owner)
         items = tuple(as_flow(f, f"{owner} child {i}") for i, f in enumerate(flows))
-        self.__attrs_init__(items, name=name)  # type: ignore[attr-defined]
+        self.__attrs_init__(items, name=name)
         object.__setattr__(self, "children", segment_children(owner, [(None, f) for f in items]))
 
     async def execute(self, ctx: FlowContext, input: Any) -> Any:
@@ -82,7 +84,7 @@ class Compensatable(Node[Any, Any]):
         except asyncio.CancelledError:
             await _shielded(self._compensate(ctx, scope, "cancelled"))
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- every failure is compensated, then re-raised
             errors = await self._compensate(ctx, scope, exc)
             self._raise(ctx, exc, errors)
         parent = ctx._scope  # noqa: SLF001 -- the context's private hook, ours
@@ -109,7 +111,9 @@ class Compensatable(Node[Any, Any]):
                 error = StepFailed(msg, path=undo.ctx.path, run_id=undo.ctx.run_id)
                 error.__cause__ = exc
                 errors.append(error)
-                log.error("systemflow.compensation_failed", step=where, error=msg)
+                log.error(  # noqa: TRY400 -- the error travels on, no traceback here
+                    "systemflow.compensation_failed", step=where, error=msg
+                )
             else:
                 done.append(where)
                 log.info("systemflow.compensated", step=where, reason=str(reason))

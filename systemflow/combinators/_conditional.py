@@ -51,9 +51,7 @@ class Conditional(Node[Any, Any]):
     otherwise: Flow[Any, Any] | None = None
     name: str | None = attrs.field(default=None, kw_only=True)
     children: tuple[Child, ...] = attrs.field(init=False, eq=False, repr=False)
-    _decide: abc.Callable[..., abc.Awaitable[Any]] = attrs.field(
-        init=False, eq=False, repr=False
-    )
+    _decide: abc.Callable[..., abc.Awaitable[Any]] = attrs.field(init=False, eq=False, repr=False)
 
     def __init__(
         self,
@@ -70,7 +68,7 @@ class Conditional(Node[Any, Any]):
         branches = [as_flow(then, f"{owner}: then")]
         if otherwise is not None:
             branches.append(as_flow(otherwise, f"{owner}: otherwise"))
-        self.__attrs_init__(  # type: ignore[attr-defined]
+        self.__attrs_init__(
             predicate, branches[0], branches[1] if otherwise is not None else None, name=name
         )
         object.__setattr__(self, "children", segment_children(owner, [(None, b) for b in branches]))

@@ -23,7 +23,7 @@ class Node(Flow[In, Out]):
 
     __slots__ = ()
 
-    async def execute(self, ctx: FlowContext, input: In) -> Out:  # noqa: D102
+    async def execute(self, ctx: FlowContext, input: In) -> Out:
         raise NotImplementedError
 
     def __rshift__(self, other: Flow[Out, T] | abc.Callable[..., Any]) -> Flow[In, T]:

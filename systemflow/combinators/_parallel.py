@@ -18,10 +18,10 @@ if TYPE_CHECKING:
     from .._core import FlowContext, Segment
 
 
-async def _branch(
+async def _branch(  # noqa: PLR0917 -- private, called once
     child: Flow[Any, Any],
     ctx: FlowContext,
-    segment: Segment,
+    segment: Segment | None,
     value: Any,
     limit: asyncio.Semaphore | None,
     paused: list[FlowPaused],
@@ -82,9 +82,7 @@ class Parallel(Node[Any, Any]):
         if flows and named_flows:
             msg = f"{owner}: give branches positionally (-> list) or by keyword (-> dict), not both"
             raise TypeError(msg)
-        if max_concurrency is not None and (
-            not isinstance(max_concurrency, int) or max_concurrency < 1
-        ):
+        if max_concurrency is not None and max_concurrency < 1:
             msg = f"{owner}: max_concurrency must be a positive int, got {max_concurrency!r}"
             raise ValueError(msg)
         keys: tuple[str, ...] | None = None
@@ -95,11 +93,11 @@ class Parallel(Node[Any, Any]):
             branches = [as_flow(f, f"{owner} branch {k!r}") for k, f in named_flows.items()]
         else:
             branches = [as_flow(f, f"{owner} branch {i}") for i, f in enumerate(flows)]
-        self.__attrs_init__(  # type: ignore[attr-defined]
-            tuple(branches), keys=keys, max_concurrency=max_concurrency, name=name
-        )
+        self.__attrs_init__(tuple(branches), keys=keys, max_concurrency=max_concurrency, name=name)
         given = keys if keys is not None else (None,) * len(branches)
-        object.__setattr__(self, "children", segment_children(owner, zip(given, branches, strict=True)))
+        object.__setattr__(
+            self, "children", segment_children(owner, zip(given, branches, strict=True))
+        )
 
     async def execute(self, ctx: FlowContext, input: Any) -> Any:
         """
@@ -114,7 +112,7 @@ class Parallel(Node[Any, Any]):
                     for segment, child in self.children
                 ]
         except BaseExceptionGroup as group_error:
-            failure = _first_failure(group_error)
+            failure: BaseException | None = _first_failure(group_error)
         else:
             failure = None
         if failure is not None:
@@ -132,9 +130,7 @@ class Parallel(Node[Any, Any]):
                 "Parallel", self.flows, max_concurrency=self.max_concurrency, name=self.name
             )
         branches = [f"{k}={f!r}" for k, f in zip(self.keys, self.flows, strict=True)]
-        return node_repr(
-            "Parallel", branches, max_concurrency=self.max_concurrency, name=self.name
-        )
+        return node_repr("Parallel", branches, max_concurrency=self.max_concurrency, name=self.name)
 
 
 def _first_failure(group: BaseExceptionGroup[BaseException]) -> BaseException:

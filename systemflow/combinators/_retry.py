@@ -111,7 +111,7 @@ async def call_with_policy(
     call: abc.Callable[..., abc.Awaitable[Any]],
     *args: Any,
     retry: RetryPolicy | None,
-    timeout: float | None,
+    timeout: float | None,  # noqa: ASYNC109 -- per attempt, applied with asyncio.timeout
 ) -> Any:
     """
     Await ``call(ctx, *args)`` under a timeout per attempt and a retry policy.
@@ -145,7 +145,10 @@ async def call_with_policy(
 
 
 async def _with_timeout(
-    node: Flow[Any, Any], ctx: FlowContext, awaitable: abc.Awaitable[Any], timeout: float
+    node: Flow[Any, Any],
+    ctx: FlowContext,
+    awaitable: abc.Awaitable[Any],
+    timeout: float,  # noqa: ASYNC109
 ) -> Any:
     try:
         async with asyncio.timeout(timeout) as deadline:

@@ -26,7 +26,7 @@ class Sequence(Node[Any, Any]):
     ``a >> b`` is ``Sequence(a, b)``. Unnamed sequences nested in a sequence
     are flattened, so grouping never changes the tree or its paths; a named
     sequence is a path segment of its own and stays whole. Plain callables
-    given as children become ``Step``\\ s. An empty sequence returns its input.
+    given as children become steps. An empty sequence returns its input.
 
     Attributes:
         flows: The children, in order.
@@ -39,7 +39,9 @@ class Sequence(Node[Any, Any]):
     name: str | None = attrs.field(default=None, kw_only=True)
     children: tuple[Child, ...] = attrs.field(init=False, eq=False, repr=False)
 
-    def __init__(self, *flows: Flow[Any, Any] | abc.Callable[..., Any], name: str | None = None):
+    def __init__(
+        self, *flows: Flow[Any, Any] | abc.Callable[..., Any], name: str | None = None
+    ) -> None:
         owner = f"Sequence {name!r}" if name else "Sequence"
         check_name(name, owner)
         flat: list[Flow[Any, Any]] = []
@@ -49,7 +51,7 @@ class Sequence(Node[Any, Any]):
                 flat.extend(flow.flows)
             else:
                 flat.append(flow)
-        self.__attrs_init__(tuple(flat), name=name)  # type: ignore[attr-defined]
+        self.__attrs_init__(tuple(flat), name=name)
         object.__setattr__(
             self, "children", segment_children(owner, [(None, f) for f in self.flows])
         )

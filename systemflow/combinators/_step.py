@@ -4,8 +4,6 @@ Leaves: a step wraps a function, a call names a service method.
 
 from __future__ import annotations
 
-import datetime as dt
-from collections import abc
 from typing import TYPE_CHECKING, Any, TypeVar, final, overload
 
 import attrs
@@ -15,6 +13,9 @@ from ._node import Node, node_repr
 from ._retry import RetryPolicy, call_with_policy, to_seconds
 
 if TYPE_CHECKING:
+    import datetime as dt
+    from collections import abc
+
     from .._core import FlowContext
 
 In = TypeVar("In")
@@ -113,9 +114,7 @@ class Step(_Leaf[In, Out]):
     inline: bool = attrs.field(default=False, kw_only=True)
     critical: bool = attrs.field(default=True, kw_only=True)
     name: str | None = attrs.field(default=None, kw_only=True)
-    _call: abc.Callable[..., abc.Awaitable[Any]] = attrs.field(
-        init=False, eq=False, repr=False
-    )
+    _call: abc.Callable[..., abc.Awaitable[Any]] = attrs.field(init=False, eq=False, repr=False)
     _undo: abc.Callable[..., abc.Awaitable[Any]] | None = attrs.field(
         init=False, eq=False, repr=False
     )
@@ -129,7 +128,9 @@ class Step(_Leaf[In, Out]):
         _check_timeout(owner, self.timeout)
         _check_retry(owner, self.retry)
         with_ctx = wants_context(self.fn, 1, role=owner, form=_STEP_FORM)
-        object.__setattr__(self, "_call", make_caller(self.fn, with_ctx=with_ctx, inline=self.inline))
+        object.__setattr__(
+            self, "_call", make_caller(self.fn, with_ctx=with_ctx, inline=self.inline)
+        )
         object.__setattr__(self, "_undo", _undo_caller(owner, self.compensate, inline=self.inline))
 
     @property
@@ -206,7 +207,7 @@ def step(
             name=name,
             compensate=compensate,
             retry=retry,
-            timeout=timeout,  # type: ignore[arg-type] # the converter takes timedelta
+            timeout=timeout,
             inline=inline,
             critical=critical,
         )

@@ -68,7 +68,7 @@ class Instrumented(Node[Any, Any]):
         if name is None:
             name = getattr(inner, "name", None)
         check_name(name, f"Instrumented {name!r}")
-        self.__attrs_init__(  # type: ignore[attr-defined]
+        self.__attrs_init__(
             inner, recursive=recursive, log_input=log_input, log_output=log_output, name=name
         )
         object.__setattr__(self, "children", ((None, inner),))

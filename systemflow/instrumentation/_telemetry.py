@@ -17,6 +17,8 @@ from opentelemetry import metrics, trace
 from .._core import FlowPaused, describe, format_path
 
 if TYPE_CHECKING:
+    from contextvars import Token
+
     from .._core import Flow, FlowContext
 
 _SCOPE = "systemflow"
@@ -127,7 +129,12 @@ class _Token:
     __slots__ = ("context_token", "log", "name", "span", "start")
 
     def __init__(
-        self, span: trace.Span, context_token: object, log: Any, name: str, start: float
+        self,
+        span: trace.Span,
+        context_token: Token[otel_context.Context],
+        log: Any,
+        name: str,
+        start: float,
     ) -> None:
         self.span = span
         self.context_token = context_token
