@@ -31,7 +31,8 @@ def callable_name(fn: object) -> str:
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
     if name is None:
         return type(fn).__name__
-    return str(name)
+    # A function defined inside another reads better without "outer.<locals>.".
+    return str(name).rpartition("<locals>.")[2]
 
 
 def is_async_callable(fn: object) -> bool:

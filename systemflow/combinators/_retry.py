@@ -102,7 +102,7 @@ def to_seconds(value: float | dt.timedelta | None) -> float | None:
     """
     if isinstance(value, dt.timedelta):
         return value.total_seconds()
-    return value
+    return None if value is None else float(value)
 
 
 async def call_with_policy(

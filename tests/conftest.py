@@ -1,0 +1,58 @@
+"""
+Shared fixtures: a real OpenTelemetry SDK with in-memory exporters, and a fake clock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+# The global providers can be set once per process, so the whole session
+# shares one SDK; the fixtures below clear what a test saw before it.
+_SPANS = InMemorySpanExporter()
+_METRICS = InMemoryMetricReader()
+_tracer_provider = TracerProvider()
+_tracer_provider.add_span_processor(SimpleSpanProcessor(_SPANS))
+trace.set_tracer_provider(_tracer_provider)
+metrics.set_meter_provider(MeterProvider(metric_readers=[_METRICS]))
+
+
+@pytest.fixture(name="spans")
+def _spans() -> InMemorySpanExporter:
+    _SPANS.clear()
+    return _SPANS
+
+
+@pytest.fixture(name="metric_reader")
+def _metric_reader() -> InMemoryMetricReader:
+    _METRICS.get_metrics_data()  # drain what earlier tests recorded (delta not needed)
+    return _METRICS
+
+
+class FakeClock:
+    """
+    A clock that records sleeps and advances instead of waiting.
+    """
+
+    def __init__(self) -> None:
+        self.current = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+        self.sleeps: list[float] = []
+
+    def now(self) -> dt.datetime:
+        return self.current
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.current += dt.timedelta(seconds=seconds)
+
+
+@pytest.fixture(name="clock")
+def _clock() -> FakeClock:
+    return FakeClock()
