@@ -80,7 +80,6 @@ def _imports(package_dir: pathlib.Path) -> dict[str, set[str]]:
     return found
 
 
-
 class TestLayering:
     def test_core_imports_nothing_else(self):
         """The core depends on none of combinators, state, instrumentation, testing."""

@@ -76,6 +76,6 @@ def _failed(node: Flow[Any, Any], ctx: FlowContext, value: Any, exc: Exception) 
         "systemflow.step_failed_ignored",
         node=describe(node),
         error=str(error),
-        exc_info=error,
+        error_type=type(error.__cause__ or error).__name__,
     )
     return value

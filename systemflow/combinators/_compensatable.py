@@ -116,7 +116,7 @@ class Compensatable(Node[Any, Any]):
                 )
             else:
                 done.append(where)
-                log.info("systemflow.compensated", step=where, reason=str(reason))
+                log.info("systemflow.compensated", step=where, failed=_failed_path(reason))
         if done and isinstance(reason, BaseException):
             reason.add_note(f"compensated, newest first: {', '.join(done)}")
         return errors
@@ -151,3 +151,10 @@ async def _shielded(work: abc.Coroutine[Any, Any, list[StepFailed]]) -> None:
             await asyncio.shield(task)
         except asyncio.CancelledError:
             continue
+
+
+def _failed_path(reason: BaseException | str) -> str:
+    # What made the scope undo: the failed node's path, or "cancelled".
+    if isinstance(reason, str):
+        return reason
+    return format_path(getattr(reason, "path", ()))

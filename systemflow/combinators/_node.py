@@ -26,7 +26,7 @@ class Node(Flow[In, Out]):
     async def execute(self, ctx: FlowContext, input: In) -> Out:
         raise NotImplementedError
 
-    def __rshift__(self, other: Flow[Out, T] | abc.Callable[..., Any]) -> Flow[In, T]:
+    def __rshift__(self, other: Flow[Out, T] | abc.Callable[..., Any]) -> Node[In, T]:
         """
         ``a >> b`` is ``Sequence(a, b)``: the output of ``a`` is the input of ``b``.
         """

@@ -137,7 +137,7 @@ async def call_with_policy(
                 node=describe(node),
                 attempt=attempt,
                 max_attempts=retry.max_attempts,
-                delay=delay,
+                delay=round(delay, 3),
                 error=f"{type(exc).__name__}: {exc}",
             )
             await ctx.clock.sleep(delay)

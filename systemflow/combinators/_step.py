@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 In = TypeVar("In")
 Out = TypeVar("Out")
+T = TypeVar("T")
+U = TypeVar("U")
 
 _STEP_FORM = "(input) or (ctx, input)"
 _UNDO_FORM = "(input, output) or (ctx, input, output)"
@@ -82,7 +84,7 @@ class _Leaf(Node[In, Out]):
 
 
 @final
-@attrs.frozen(repr=False)
+@attrs.frozen(init=False, repr=False)
 class Step(_Leaf[In, Out]):
     """
     A leaf that runs a function.
@@ -118,6 +120,76 @@ class Step(_Leaf[In, Out]):
     _undo: abc.Callable[..., abc.Awaitable[Any]] | None = attrs.field(
         init=False, eq=False, repr=False
     )
+
+    # Overloads so that Step(fn) infers Step[In, Out] from fn's signature.
+    @overload
+    def __init__(
+        self: Step[T, U],
+        fn: abc.Callable[[FlowContext, T], abc.Awaitable[U]],
+        *,
+        compensate: abc.Callable[..., Any] | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float | dt.timedelta | None = None,
+        inline: bool = False,
+        critical: bool = True,
+        name: str | None = None,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Step[T, U],
+        fn: abc.Callable[[T], abc.Awaitable[U]],
+        *,
+        compensate: abc.Callable[..., Any] | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float | dt.timedelta | None = None,
+        inline: bool = False,
+        critical: bool = True,
+        name: str | None = None,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Step[T, U],
+        fn: abc.Callable[[FlowContext, T], U],
+        *,
+        compensate: abc.Callable[..., Any] | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float | dt.timedelta | None = None,
+        inline: bool = False,
+        critical: bool = True,
+        name: str | None = None,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Step[T, U],
+        fn: abc.Callable[[T], U],
+        *,
+        compensate: abc.Callable[..., Any] | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float | dt.timedelta | None = None,
+        inline: bool = False,
+        critical: bool = True,
+        name: str | None = None,
+    ) -> None: ...
+    def __init__(
+        self,
+        fn: abc.Callable[..., Any],
+        *,
+        compensate: abc.Callable[..., Any] | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float | dt.timedelta | None = None,
+        inline: bool = False,
+        critical: bool = True,
+        name: str | None = None,
+    ) -> None:
+        self.__attrs_init__(
+            fn,
+            compensate=compensate,
+            retry=retry,
+            timeout=timeout,
+            inline=inline,
+            critical=critical,
+            name=name,
+        )
 
     def __attrs_post_init__(self) -> None:
         """
@@ -169,9 +241,13 @@ class _Raw:
 
 
 @overload
-def step(fn: abc.Callable[..., abc.Awaitable[Out]], /) -> Step[Any, Out]: ...
+def step(fn: abc.Callable[[FlowContext, T], abc.Awaitable[U]], /) -> Step[T, U]: ...
 @overload
-def step(fn: abc.Callable[..., Out], /) -> Step[Any, Out]: ...
+def step(fn: abc.Callable[[T], abc.Awaitable[U]], /) -> Step[T, U]: ...
+@overload
+def step(fn: abc.Callable[[FlowContext, T], U], /) -> Step[T, U]: ...
+@overload
+def step(fn: abc.Callable[[T], U], /) -> Step[T, U]: ...
 @overload
 def step(
     *,

@@ -176,9 +176,7 @@ class TestCompensatable:
         async def undo_first(x: int, out: int) -> None:
             ledger.log.append(("undo", "first", (x, out)))
 
-        flow = sf.Compensatable(
-            sf.Parallel(sf.Step(first, compensate=undo_first), fail_after)
-        )
+        flow = sf.Compensatable(sf.Parallel(sf.Step(first, compensate=undo_first), fail_after))
 
         with pytest.raises(sf.StepFailed):
             await sf.execute(flow, 1)

@@ -36,9 +36,7 @@ class TestSequence:
         outer = sf.Sequence(inner, a)
 
         assert (inner, a) == outer.flows
-        assert [(), ("inner",), ("inner", 0), ("inner", 1), (1,)] == [
-            p for p, _ in sf.walk(outer)
-        ]
+        assert [(), ("inner",), ("inner", 0), ("inner", 1), (1,)] == [p for p, _ in sf.walk(outer)]
 
     async def test_empty_sequence_is_identity(self):
         """An empty sequence returns its input."""
