@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from ._flow import Flow, Path, Segment
 
 
+# A lazy proxy: it picks up structlog.configure() calls made after import.
+_LOGGER = structlog.get_logger("systemflow")
+
+
 def new_run_id() -> str:
     """
     Return a new UUIDv7 (RFC 9562) as a string: time-ordered, so ids sort by start.
@@ -125,8 +129,14 @@ class FlowContext:
         """
         A structlog logger bound to this run's id and this node's path.
         """
-        base = self._logger if self._logger is not None else structlog.get_logger("systemflow")
-        return base.bind(run_id=self.run_id, path=format_path(self.path))
+        return self.bind_logger()
+
+    def bind_logger(self, **values: Any) -> Any:
+        """
+        Return ``logger`` with more key-values bound, in one bind.
+        """
+        base = self._logger if self._logger is not None else _LOGGER
+        return base.bind(run_id=self.run_id, path=format_path(self.path), **values)
 
     @property
     def idempotency_key(self) -> str:

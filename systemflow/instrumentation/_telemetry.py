@@ -79,7 +79,7 @@ class Telemetry:
             },
         )
         token = otel_context.attach(trace.set_span_in_context(span))
-        log = ctx.logger.bind(flow=name, node=kind)
+        log = ctx.bind_logger(flow=name, node=kind)
         extra = {"input": value} if self.log_input else {}
         log.info("systemflow.flow_started", **extra)
         started_counter.add(1, {"systemflow.flow": name})
