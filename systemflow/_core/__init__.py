@@ -32,9 +32,10 @@ from ._flow import (
     segment_children,
     walk,
 )
-from ._invoke import invoke
+from ._invoke import SKIPPED, invoke
 
 __all__ = [
+    "SKIPPED",
     "SYSTEM_CLOCK",
     "Child",
     "Clock",

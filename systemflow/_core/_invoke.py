@@ -4,14 +4,17 @@ The one place where a node runs a child.
 Every combinator calls its children through ``invoke``. It makes the child's
 context, hands the run to instrumentation when a recursive ``Instrumented`` asked
 for it, turns a foreign exception into a ``StepFailed`` naming the node's path,
-lets a non-critical node's failure go, and registers a completed step's undo
+lets a non-critical node's failure go (the parent says what the skipped node
+yields: by default its input, so a Sequence carries on with the same value),
+and registers a completed step's undo
 with the nearest compensation scope. Pauses and cancellation pass through
 before any failure handling: they never trigger a retry or a compensation.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import enum
+from typing import TYPE_CHECKING, Any, Final
 
 from ._context import Undo
 from ._errors import FlowError, FlowPaused, StepFailed, format_path
@@ -22,21 +25,38 @@ if TYPE_CHECKING:
     from ._flow import Flow, Segment
 
 
+class Skip(enum.Enum):
+    """
+    Strictly private: what a failed non-critical node yields, when not a value.
+    """
+
+    INPUT = enum.auto()  # its own input, as if it were not there
+    MARKER = enum.auto()  # this marker, for a parent that must tell (Assign)
+
+
+SKIPPED: Final = Skip.MARKER
+
+
 async def invoke(
-    node: Flow[Any, Any], parent: FlowContext, segment: Segment | None, value: Any
+    node: Flow[Any, Any],
+    parent: FlowContext,
+    segment: Segment | None,
+    value: Any,
+    skipped: Any = Skip.INPUT,
 ) -> Any:
     """
     Run ``node`` on ``value`` as the child of ``parent`` at ``segment``.
 
     ``segment=None`` runs the node at its parent's own path (wrappers, the root).
+    ``skipped`` is what the node yields if it is non-critical and fails.
     """
     ctx = parent if segment is None else parent.child(segment)
     observer = ctx._observer  # noqa: SLF001 -- the context's private hook, ours
     if observer is None:
-        return await run_node(node, ctx, value)
+        return await run_node(node, ctx, value, skipped)
     token = observer.node_started(node, ctx, value)
     try:
-        out = await run_node(node, ctx, value)
+        out = await run_node(node, ctx, value, skipped)
     except BaseException as exc:
         observer.node_finished(token, exc, None)
         raise
@@ -44,7 +64,9 @@ async def invoke(
     return out
 
 
-async def run_node(node: Flow[Any, Any], ctx: FlowContext, value: Any) -> Any:
+async def run_node(
+    node: Flow[Any, Any], ctx: FlowContext, value: Any, skipped: Any = Skip.INPUT
+) -> Any:
     """
     Run ``node`` in its own context ``ctx``; see the module docstring.
     """
@@ -53,14 +75,16 @@ async def run_node(node: Flow[Any, Any], ctx: FlowContext, value: Any) -> Any:
     except FlowPaused:
         raise
     except Exception as exc:  # noqa: BLE001 -- every failure is wrapped or let go below
-        return _failed(node, ctx, value, exc)
+        _failed(node, ctx, exc)
+        return value if skipped is Skip.INPUT else skipped
     scope = ctx._scope  # noqa: SLF001
     if scope is not None and getattr(node, "compensate", None) is not None:
         scope.undos.append(Undo(node, ctx, value, out))
     return out
 
 
-def _failed(node: Flow[Any, Any], ctx: FlowContext, value: Any, exc: Exception) -> Any:
+def _failed(node: Flow[Any, Any], ctx: FlowContext, exc: Exception) -> None:
+    # Raise the failure, named by path, unless the node is non-critical.
     if isinstance(exc, FlowError):
         error: FlowError = exc
     else:
@@ -78,4 +102,3 @@ def _failed(node: Flow[Any, Any], ctx: FlowContext, value: Any, exc: Exception) 
         error=str(error),
         error_type=type(error.__cause__ or error).__name__,
     )
-    return value

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, final
 
 import attrs
 
-from .._core import Child, Flow, check_name, format_path, invoke, segment_children
+from .._core import SKIPPED, Child, Flow, check_name, format_path, invoke, segment_children
 from ._node import Node, as_flow, node_repr
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ class Assign(Node[Any, Any]):
     dataclass. So a value computed early (a reservation) is still there for a
     later step (its undo, the final result). Flows run in the order given,
     and each sees the fields the earlier ones set. The keywords are the
-    flows' path segments.
+    flows' path segments. A non-critical flow that fails leaves its field unset.
 
     Attributes:
         flows: The flows, in order.
@@ -79,8 +79,9 @@ class Assign(Node[Any, Any]):
         """
         value = input
         for segment, child in self.children:
-            out = await invoke(child, ctx, segment, value)
-            value = _merge(ctx, value, str(segment), out)
+            out = await invoke(child, ctx, segment, value, SKIPPED)
+            if out is not SKIPPED:  # a failed non-critical flow sets nothing
+                value = _merge(ctx, value, str(segment), out)
         return value
 
     def __repr__(self) -> str:

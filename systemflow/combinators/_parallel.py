@@ -29,10 +29,11 @@ async def _branch(  # noqa: PLR0917 -- private, called once
     # A pause must not cancel the siblings: they finish or pause too, and the
     # Parallel pauses once all of them have.
     try:
+        # A failed non-critical branch yields None, not the shared input.
         if limit is None:
-            return await invoke(child, ctx, segment, value)
+            return await invoke(child, ctx, segment, value, None)
         async with limit:
-            return await invoke(child, ctx, segment, value)
+            return await invoke(child, ctx, segment, value, None)
     except FlowPaused as exc:
         paused.append(exc)
         return None
@@ -52,8 +53,8 @@ class Parallel(Node[Any, Any]):
     cancels the other branches and waits for them, then is raised as it is
     (a ``StepFailed`` whose path names the failed branch); failures that
     happened at the same time are added to it as notes. Nothing outlives the
-    call. If branches pause, the others still finish or pause, then the
-    Parallel pauses.
+    call. A non-critical branch that fails yields ``None``. If branches
+    pause, the others still finish or pause, then the Parallel pauses.
 
     Attributes:
         flows: The branches, in order.

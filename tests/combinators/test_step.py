@@ -353,6 +353,26 @@ class TestNonCritical:
 
         assert 2 == await sf.execute(sf.Step(f, critical=False), 1)
 
+    async def test_in_assign_leaves_field_unset(self):
+        """A failed non-critical flow in Assign sets nothing (not the whole input)."""
+
+        async def publish(x: object) -> str:
+            raise Boom("broker down")
+
+        flow = sf.Assign(event=sf.Step(publish, critical=False), ok=lambda v: "yes")
+
+        assert {"order": 1, "ok": "yes"} == await sf.execute(flow, {"order": 1})
+
+    async def test_in_parallel_yields_none(self):
+        """A failed non-critical Parallel branch yields None."""
+
+        async def publish(x: object) -> str:
+            raise Boom("broker down")
+
+        flow = sf.Parallel(a=sf.Step(publish, critical=False), b=lambda v: "ok")
+
+        assert {"a": None, "b": "ok"} == await sf.execute(flow, {"order": 1})
+
 
 class FakePayments:
     def __init__(self) -> None:
