@@ -38,7 +38,7 @@ example = load_example(ORDER_PROCESSING)
 
 @pytest.fixture(scope="module")
 def script() -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603 -- our own script, with this interpreter
+    return subprocess.run(
         [sys.executable, str(ORDER_PROCESSING)],
         cwd=ROOT,
         capture_output=True,
