@@ -30,9 +30,10 @@ from ._flow import (
     children_of,
     describe,
     segment_children,
+    title,
     walk,
 )
-from ._invoke import SKIPPED, invoke
+from ._invoke import SKIPPED, error_fields, invoke
 
 __all__ = [
     "SKIPPED",
@@ -61,6 +62,7 @@ __all__ = [
     "check_name",
     "children_of",
     "describe",
+    "error_fields",
     "execute",
     "format_path",
     "invoke",
@@ -68,6 +70,7 @@ __all__ = [
     "new_run_id",
     "run",
     "segment_children",
+    "title",
     "walk",
     "wants_context",
 ]

@@ -14,6 +14,8 @@ import functools
 import inspect
 from typing import TYPE_CHECKING, Any
 
+from ._errors import FlowDefinitionError
+
 if TYPE_CHECKING:
     from collections import abc
 
@@ -69,24 +71,32 @@ def wants_context(fn: object, n_args: int, *, role: str, form: str) -> bool:
     Tell whether ``fn`` takes the context before its ``n_args`` arguments.
 
     Raises:
-        TypeError: ``fn`` is not callable, or fits neither calling form.
+        FlowDefinitionError: ``fn`` is not callable, or fits neither calling form.
     """
+    if callable(getattr(fn, "execute", None)):
+        msg = f"{role}: expected a function, got the flow {fn!r}; use the flow itself instead"
+        raise FlowDefinitionError(msg)
     if not callable(fn):
-        msg = f"{role} must be callable, got {type(fn).__name__} {fn!r}"
-        raise TypeError(msg)
+        msg = f"{role}: expected a function, got {type(fn).__name__} {fn!r}"
+        raise FlowDefinitionError(msg)
     counts = _positional_counts(fn)
     if counts is None:
         return False
     required, accepted = counts
+    if required < 0:
+        msg = (
+            f"{role}: {callable_name(fn)!r} has a required keyword-only parameter; expected {form}"
+        )
+        raise FlowDefinitionError(msg)
     if required == n_args + 1:
         return True
-    if 0 <= required <= n_args <= accepted:
+    if required <= n_args <= accepted:
         return False
     msg = (
-        f"{role} {callable_name(fn)!r} takes {required} required positional "
-        f"arguments; expected {form}"
+        f"{role}: {callable_name(fn)!r} takes {required} required positional "
+        f"argument(s); expected {form}"
     )
-    raise TypeError(msg)
+    raise FlowDefinitionError(msg)
 
 
 def make_caller(

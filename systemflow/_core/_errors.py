@@ -14,7 +14,7 @@ offending type, both fingerprints). The tree::
     +-- RunLocked                  another claim holds the run
     +-- RunNotFound                no run with that id (also LookupError)
     +-- SerializationError         a value cannot be stored or read back (also TypeError)
-    +-- FlowDefinitionError        a tree is malformed at construction (also ValueError)
+    +-- FlowDefinitionError        a tree is malformed at construction (also ValueError, TypeError)
 """
 
 from __future__ import annotations
@@ -187,11 +187,12 @@ class SerializationError(FlowError, TypeError):
 
 
 @final
-class FlowDefinitionError(FlowError, ValueError):
+class FlowDefinitionError(FlowError, ValueError, TypeError):
     """
-    A tree is malformed: two siblings share a name, a name is unusable, ...
+    A tree is malformed: two siblings share a name, an option makes no sense, ...
 
-    Raised by constructors, before anything runs.
+    Raised by constructors, before anything runs. It is also a ``ValueError``
+    and a ``TypeError``, so code that guards a constructor with either catches it.
 
     .. versionadded:: 0.1.0
     """

@@ -60,6 +60,14 @@ def run(
     """
     Run a tree from synchronous code (``asyncio.run`` around ``execute``).
 
+    Raises:
+        RuntimeError: Called from a running event loop; ``await execute(...)`` there.
+
     .. versionadded:: 0.1.0
     """
-    return asyncio.run(execute(flow, input, services, context=context))
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(execute(flow, input, services, context=context))
+    msg = "systemflow.run() cannot be called from a running event loop; use await execute()"
+    raise RuntimeError(msg)

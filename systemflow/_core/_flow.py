@@ -86,6 +86,31 @@ def describe(node: object) -> str:
     return type(node).__name__
 
 
+def title(node: object, *, quote: bool = True) -> str:
+    """
+    Name a node with its kind for messages: ``Step 'charge'``, or just ``Parallel``.
+    """
+    kind = type(node).__name__
+    name = getattr(node, "name", None) or getattr(node, "label", None)
+    if name is None:
+        return kind
+    return f"{kind} {name!r}" if quote else f"{kind} {name}"
+
+
+def segment_name(node: object) -> Segment | None:
+    """
+    Return the name a node puts in its parent's path, if it has one.
+
+    A wrapper that adds no segment of its own (``Instrumented``) is
+    transparent: the node it wraps decides.
+    """
+    children = children_of(node)
+    if len(children) == 1 and children[0][0] is None:
+        return segment_name(children[0][1])
+    name: Segment | None = getattr(node, "name", None)
+    return name
+
+
 def check_name(name: object, owner: str) -> None:
     """
     Refuse a name that cannot be a path segment.
@@ -121,7 +146,7 @@ def segment_children(
         if given is not None:
             seg = given
         else:
-            name = getattr(child, "name", None)
+            name = segment_name(child)
             seg = index if name is None else name
         if seg in seen:
             msg = (

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ._context import Undo
 from ._errors import FlowError, FlowPaused, StepFailed, format_path
-from ._flow import describe
+from ._flow import describe, title
 
 if TYPE_CHECKING:
     from ._context import FlowContext
@@ -89,16 +89,23 @@ def _failed(node: Flow[Any, Any], ctx: FlowContext, exc: Exception) -> None:
         error: FlowError = exc
     else:
         msg = (
-            f"{type(node).__name__} {describe(node)!r} at {format_path(ctx.path)} "
+            f"{title(node)} at {format_path(ctx.path)} "
             f"in run {ctx.run_id} failed: {type(exc).__name__}: {exc}"
         )
         error = StepFailed(msg, path=ctx.path, run_id=ctx.run_id)
         error.__cause__ = exc
     if getattr(node, "critical", True):
         raise error
-    ctx.logger.warning(
-        "systemflow.step_failed_ignored",
-        node=describe(node),
-        error=str(error),
-        error_type=type(error.__cause__ or error).__name__,
+    ctx.bind_logger(flow=describe(node), node=type(node).__name__).warning(
+        "systemflow.step_failed_ignored", **error_fields(error)
     )
+
+
+def error_fields(error: BaseException) -> dict[str, str]:
+    """
+    Describe an error for a log event: message, type, and the type of its cause.
+    """
+    fields = {"error": str(error), "error_type": type(error).__name__}
+    if error.__cause__ is not None:
+        fields["cause_type"] = type(error.__cause__).__name__
+    return fields

@@ -10,7 +10,16 @@ from typing import TYPE_CHECKING, Any, final
 
 import attrs
 
-from .._core import SKIPPED, Child, Flow, check_name, format_path, invoke, segment_children
+from .._core import (
+    SKIPPED,
+    Child,
+    Flow,
+    FlowDefinitionError,
+    check_name,
+    format_path,
+    invoke,
+    segment_children,
+)
 from ._node import Node, as_flow, node_repr
 
 if TYPE_CHECKING:
@@ -65,7 +74,7 @@ class Assign(Node[Any, Any]):
         check_name(name, owner)
         if not fields:
             msg = f"{owner}: give at least one field=flow"
-            raise TypeError(msg)
+            raise FlowDefinitionError(msg)
         keys = tuple(fields)
         for key in keys:
             check_name(key, f"{owner} field {key!r}")

@@ -17,10 +17,10 @@ from .._core import (
     FlowPaused,
     StepFailed,
     check_name,
-    describe,
     format_path,
     invoke,
     segment_children,
+    title,
 )
 from ._node import Node, as_flow, node_repr
 
@@ -105,7 +105,7 @@ class Compensatable(Node[Any, Any]):
                 await undo.node.undo(undo.ctx, undo.input, undo.output)  # type: ignore[attr-defined]
             except Exception as exc:  # noqa: BLE001 -- collected and raised below
                 msg = (
-                    f"compensation of {describe(undo.node)!r} at {where} "
+                    f"compensation of {title(undo.node)} at {where} "
                     f"in run {undo.ctx.run_id} failed: {type(exc).__name__}: {exc}"
                 )
                 error = StepFailed(msg, path=undo.ctx.path, run_id=undo.ctx.run_id)
@@ -127,7 +127,7 @@ class Compensatable(Node[Any, Any]):
         where = format_path(ctx.path)
         failed = ", ".join(format_path(e.path) for e in errors)
         msg = (
-            f"Compensatable {describe(self)!r} at {where} in run {ctx.run_id} failed "
+            f"{title(self)} at {where} in run {ctx.run_id} failed "
             f"({original}) and {len(errors)} undo(s) failed too: {failed}"
         )
         error = CompensationFailed(

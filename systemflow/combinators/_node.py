@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .._core import Flow, FlowContext
+from .._core import Flow, FlowContext, FlowDefinitionError
 
 if TYPE_CHECKING:
     from collections import abc
@@ -34,6 +34,14 @@ class Node(Flow[In, Out]):
 
         return Sequence(self, other)
 
+    def __rrshift__(self, other: abc.Callable[..., Any]) -> Node[Any, Out]:
+        """
+        ``fn >> node`` is ``Sequence(fn, node)``, with ``fn`` made a ``Step``.
+        """
+        from ._sequence import Sequence  # noqa: PLC0415
+
+        return Sequence(other, self)
+
 
 def as_flow(obj: object, owner: str) -> Flow[Any, Any]:
     """
@@ -49,7 +57,7 @@ def as_flow(obj: object, owner: str) -> Flow[Any, Any]:
 
         return Step(obj)
     msg = f"{owner}: expected a flow or a callable, got {type(obj).__name__} {obj!r}"
-    raise TypeError(msg)
+    raise FlowDefinitionError(msg)
 
 
 def node_repr(kind: str, args: abc.Iterable[object], **options: object) -> str:

@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING, Any, final
 
 import attrs
 
-from .._core import Child, Flow, FlowPaused, check_name, format_path, invoke, segment_children
+from .._core import (
+    Child,
+    Flow,
+    FlowDefinitionError,
+    FlowPaused,
+    check_name,
+    format_path,
+    invoke,
+    segment_children,
+)
 from ._node import Node, as_flow, node_repr
 
 if TYPE_CHECKING:
@@ -82,10 +91,10 @@ class Parallel(Node[Any, Any]):
         check_name(name, owner)
         if flows and named_flows:
             msg = f"{owner}: give branches positionally (-> list) or by keyword (-> dict), not both"
-            raise TypeError(msg)
+            raise FlowDefinitionError(msg)
         if max_concurrency is not None and max_concurrency < 1:
             msg = f"{owner}: max_concurrency must be a positive int, got {max_concurrency!r}"
-            raise ValueError(msg)
+            raise FlowDefinitionError(msg)
         keys: tuple[str, ...] | None = None
         if named_flows:
             keys = tuple(named_flows)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, final
 
 import attrs
 
-from .._core import FlowPaused, FlowTimeout, describe, format_path
+from .._core import FlowDefinitionError, FlowPaused, FlowTimeout, describe, format_path, title
 
 if TYPE_CHECKING:
     from .._core import Flow, FlowContext
@@ -22,16 +22,23 @@ def _check_positive(owner: str, field: str, value: float, *, allow_zero: bool) -
     if value < 0 or (value == 0 and not allow_zero):
         bound = "at least 0" if allow_zero else "greater than 0"
         msg = f"{owner}: {field} must be {bound}, got {value!r}"
-        raise ValueError(msg)
+        raise FlowDefinitionError(msg)
 
 
 RetryOn = tuple[type[BaseException], ...] | abc.Callable[[BaseException], bool]
 
 
-def _to_retry_on(value: type[BaseException] | RetryOn) -> RetryOn:
-    if isinstance(value, type):
-        return (value,)
-    return value
+def _to_retry_on(value: object) -> RetryOn:
+    types = (value,) if isinstance(value, type) else value
+    if isinstance(types, list | tuple):
+        if not all(isinstance(t, type) and issubclass(t, BaseException) for t in types):
+            msg = f"RetryPolicy: retry_on must hold exception types, got {value!r}"
+            raise FlowDefinitionError(msg)
+        return tuple(types)
+    if callable(types):
+        return types
+    msg = f"RetryPolicy: retry_on must be exception types or a predicate, got {value!r}"
+    raise FlowDefinitionError(msg)
 
 
 @final
@@ -68,13 +75,13 @@ class RetryPolicy:
         """
         if self.max_attempts < 1:
             msg = f"RetryPolicy: max_attempts must be at least 1, got {self.max_attempts!r}"
-            raise ValueError(msg)
+            raise FlowDefinitionError(msg)
         _check_positive("RetryPolicy", "initial_delay", self.initial_delay, allow_zero=True)
         _check_positive("RetryPolicy", "max_delay", self.max_delay, allow_zero=True)
         _check_positive("RetryPolicy", "jitter", self.jitter, allow_zero=True)
         if self.backoff < 1:
             msg = f"RetryPolicy: backoff must be at least 1, got {self.backoff!r}"
-            raise ValueError(msg)
+            raise FlowDefinitionError(msg)
 
     def retries(self, exc: BaseException) -> bool:
         """
@@ -132,9 +139,8 @@ async def call_with_policy(
                 exc.add_note(f"gave up after {attempt} attempts (RetryPolicy)")
                 raise
             delay = retry.delay(attempt)
-            ctx.logger.warning(
+            ctx.bind_logger(flow=describe(node), node=type(node).__name__).warning(
                 "systemflow.retry_scheduled",
-                node=describe(node),
                 attempt=attempt,
                 max_attempts=retry.max_attempts,
                 delay=round(delay, 3),
@@ -157,7 +163,7 @@ async def _with_timeout(
         if not deadline.expired():
             raise  # the step's own TimeoutError, not our deadline
         msg = (
-            f"{type(node).__name__} {describe(node)!r} at {format_path(ctx.path)} "
+            f"{title(node)} at {format_path(ctx.path)} "
             f"in run {ctx.run_id} timed out after {timeout} s"
         )
         raise FlowTimeout(msg, path=ctx.path, run_id=ctx.run_id, timeout=timeout) from exc

@@ -8,7 +8,13 @@ from typing import TYPE_CHECKING, Any, TypeVar, final, overload
 
 import attrs
 
-from .._core import callable_name, check_name, make_caller, wants_context
+from .._core import (
+    FlowDefinitionError,
+    callable_name,
+    check_name,
+    make_caller,
+    wants_context,
+)
 from ._node import Node, node_repr
 from ._retry import RetryPolicy, call_with_policy, to_seconds
 
@@ -30,13 +36,13 @@ _UNDO_FORM = "(input, output) or (ctx, input, output)"
 def _check_timeout(owner: str, timeout: float | None) -> None:
     if timeout is not None and not timeout > 0:
         msg = f"{owner}: timeout must be greater than 0 seconds, got {timeout!r}"
-        raise ValueError(msg)
+        raise FlowDefinitionError(msg)
 
 
 def _check_retry(owner: str, retry: object) -> None:
     if retry is not None and not isinstance(retry, RetryPolicy):
         msg = f"{owner}: retry must be a RetryPolicy, got {type(retry).__name__}"
-        raise TypeError(msg)
+        raise FlowDefinitionError(msg)
 
 
 def _undo_caller(
@@ -195,11 +201,12 @@ class Step(_Leaf[In, Out]):
         """
         Validate the options and classify the functions once.
         """
+        owner = f"Step {self.name!r}" if self.name else "Step"
+        with_ctx = wants_context(self.fn, 1, role=owner, form=_STEP_FORM)
         owner = f"Step {self.label!r}"
         check_name(self.name, owner)
         _check_timeout(owner, self.timeout)
         _check_retry(owner, self.retry)
-        with_ctx = wants_context(self.fn, 1, role=owner, form=_STEP_FORM)
         object.__setattr__(
             self, "_call", make_caller(self.fn, with_ctx=with_ctx, inline=self.inline)
         )
@@ -342,7 +349,7 @@ class Call(_Leaf[Any, Any]):
             value = getattr(self, field)
             if not isinstance(value, str) or not value:
                 msg = f"Call: {field} must be a non-empty str, got {value!r}"
-                raise TypeError(msg)
+                raise FlowDefinitionError(msg)
         undo: abc.Callable[..., abc.Awaitable[Any]] | None
         if isinstance(self.compensate, str):
             undo = self._undo_method
@@ -370,16 +377,24 @@ class Call(_Leaf[Any, Any]):
             raise AttributeError(msg)
         return bound  # type: ignore[no-any-return]
 
-    async def _invoke_method(self, ctx: FlowContext, method: str, value: Any) -> Any:
-        bound = self._bound(ctx, method)
-        return await make_caller(bound, with_ctx=False, inline=self.inline)(ctx, value)
+    async def execute(self, ctx: FlowContext, input: Any) -> Any:
+        """
+        Call the service method, under the timeout and retry policy if any.
 
-    async def _call(self, ctx: FlowContext, value: Any) -> Any:
-        return await self._invoke_method(ctx, self.method, value)
+        The service and method are looked up first: a missing one is a
+        configuration error, raised at once and never retried.
+        """
+        call = make_caller(self._bound(ctx, self.method), with_ctx=False, inline=self.inline)
+        if self.retry is None and self.timeout is None:
+            return await call(ctx, input)
+        return await call_with_policy(
+            self, ctx, call, input, retry=self.retry, timeout=self.timeout
+        )
 
     async def _undo_method(self, ctx: FlowContext, _input: Any, output: Any) -> Any:
         assert isinstance(self.compensate, str)  # noqa: S101 -- chosen in __attrs_post_init__
-        return await self._invoke_method(ctx, self.compensate, output)
+        bound = self._bound(ctx, self.compensate)
+        return await make_caller(bound, with_ctx=False, inline=self.inline)(ctx, output)
 
     def __repr__(self) -> str:
         compensate = self.compensate

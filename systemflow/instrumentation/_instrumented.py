@@ -35,8 +35,10 @@ class Instrumented(Node[Any, Any]):
     With ``recursive=True`` every node below is observed the same way, each
     with its own path, so one wrapper instruments a whole tree.
 
-    ``Instrumented`` adds no path segment: the wrapped flow keeps its path,
-    and an unnamed ``Instrumented`` takes the wrapped flow's name.
+    ``Instrumented`` adds no path segment and its ``name`` is not one: the
+    wrapped flow keeps its path whatever the wrapper is called. Inside a
+    ``recursive=True`` one, an ``Instrumented`` adds nothing: its flow is
+    already observed.
 
     Attributes:
         flow: The wrapped flow.
@@ -44,6 +46,7 @@ class Instrumented(Node[Any, Any]):
         log_input: Include the input in ``flow_started``.
         log_output: Include the output in ``flow_completed``.
         name: The flow name in telemetry; the wrapped flow's name (or kind) if not given.
+            Not a path segment.
 
     .. versionadded:: 0.1.0
     """
@@ -65,8 +68,6 @@ class Instrumented(Node[Any, Any]):
         log_output: bool = False,
     ) -> None:
         inner = as_flow(flow, f"Instrumented {name!r}" if name else "Instrumented")
-        if name is None:
-            name = getattr(inner, "name", None)
         check_name(name, f"Instrumented {name!r}")
         self.__attrs_init__(
             inner, recursive=recursive, log_input=log_input, log_output=log_output, name=name
@@ -84,6 +85,8 @@ class Instrumented(Node[Any, Any]):
         """
         Run the wrapped flow under observation.
         """
+        if ctx._observer is not None:  # noqa: SLF001 -- an outer recursive one observes all
+            return await invoke(self.flow, ctx, None, input)
         telemetry = Telemetry(
             self.flow, describe(self), log_input=self.log_input, log_output=self.log_output
         )

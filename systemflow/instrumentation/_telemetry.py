@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, final
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 
-from .._core import FlowPaused, describe, format_path
+from .._core import FlowPaused, children_of, describe, error_fields, format_path
 
 if TYPE_CHECKING:
     from contextvars import Token
@@ -66,11 +66,14 @@ class Telemetry:
         """
         Open the node's span and log that it started.
         """
+        children = children_of(node)
+        if len(children) == 1 and children[0][0] is None and node is not self.root:
+            return None  # a wrapper: the node it wraps is observed at the same path
         name = self.root_name if node is self.root else describe(node)
         kind = type(node).__name__
         where = format_path(ctx.path)
         span = tracer.start_span(
-            f"{kind} {name}",
+            kind if name == kind else f"{kind} {name}",
             attributes={
                 "systemflow.flow": name,
                 "systemflow.node": kind,
@@ -89,6 +92,8 @@ class Telemetry:
         """
         Close the node's span, log how it ended and record the metrics.
         """
+        if token is None:
+            return
         assert isinstance(token, _Token)  # noqa: S101 -- handed out by node_started
         duration = time.perf_counter() - token.start
         span, log, attrs = token.span, token.log, {"systemflow.flow": token.name}
@@ -109,13 +114,8 @@ class Telemetry:
                 outcome = "cancelled"
             else:
                 span.record_exception(error)
-                span.set_status(trace.Status(trace.StatusCode.ERROR, f"{type(error).__name__}"))
-                log.error(
-                    "systemflow.flow_failed",
-                    duration_ms=ms,
-                    error=str(error),
-                    error_type=type(error).__name__,
-                )
+                span.set_status(trace.Status(trace.StatusCode.ERROR, str(error)))
+                log.error("systemflow.flow_failed", duration_ms=ms, **error_fields(error))
                 failed_counter.add(1, attrs)
                 outcome = "failed"
             duration_histogram.record(duration, {**attrs, "systemflow.outcome": outcome})

@@ -97,8 +97,37 @@ class TestStepCallingForms:
 
     def test_not_callable_refused(self):
         """A step needs a callable."""
-        with pytest.raises(TypeError, match="must be callable"):
+        with pytest.raises(sf.FlowDefinitionError, match="expected a function, got int 42"):
             sf.Step(42)  # type: ignore[arg-type]
+
+    def test_flow_as_function_refused(self):
+        """Wrapping a flow in a Step is refused with a hint."""
+
+        async def f(x: int) -> int:
+            return x
+
+        with pytest.raises(sf.FlowDefinitionError, match="use the flow itself"):
+            sf.Step(sf.Step(f))  # type: ignore[call-overload]
+
+    def test_keyword_only_parameter_refused(self):
+        """A function with a required keyword-only parameter cannot be a step."""
+
+        def f(x: int, *, flag: bool) -> int:
+            return x
+
+        with pytest.raises(sf.FlowDefinitionError, match="required keyword-only parameter"):
+            sf.Step(f)
+
+    def test_rrshift_wraps_function(self):
+        """fn >> node makes fn a Step: Sequence(fn, node)."""
+
+        def first(x: int) -> int:
+            return x
+
+        async def second(x: int) -> int:
+            return x
+
+        assert sf.Sequence(first, second) == first >> sf.Step(second)
 
     def test_step_decorator_forms(self):
         """@step and @step(...) both make a Step."""
@@ -248,6 +277,17 @@ class TestRetry:
         """Nonsense settings are refused, naming the field."""
         with pytest.raises(ValueError, match=field):
             sf.RetryPolicy(**kwargs)
+
+    def test_retry_on_list_accepted(self):
+        """retry_on given as a list of types is kept as a tuple."""
+        assert (ValueError, KeyError) == sf.RetryPolicy(retry_on=[ValueError, KeyError]).retry_on
+
+    def test_retry_on_non_types_refused(self):
+        """retry_on must hold exception types, or be a predicate."""
+        with pytest.raises(sf.FlowDefinitionError, match="retry_on"):
+            sf.RetryPolicy(retry_on=["ValueError"])  # type: ignore[arg-type]
+        with pytest.raises(sf.FlowDefinitionError, match="retry_on"):
+            sf.RetryPolicy(retry_on=3)  # type: ignore[arg-type]
 
     def test_retry_must_be_policy(self):
         """retry= takes a RetryPolicy."""
@@ -410,6 +450,15 @@ class TestCall:
         """A missing service fails naming the service and the known ones."""
         with pytest.raises(sf.StepFailed, match=r"no service named 'payments'.*known: inventory"):
             await sf.execute(sf.Call("payments", "charge"), 5, {"inventory": object()})
+
+    async def test_missing_service_not_retried(self, clock):
+        """A missing service is a configuration error: raised at once, never retried."""
+        call = sf.Call("payments", "charge", retry=sf.RetryPolicy(max_attempts=5))
+
+        with pytest.raises(sf.StepFailed, match="no service named"):
+            await sf.execute(call, 5, context=sf.FlowContext(clock=clock))
+
+        assert [] == clock.sleeps
 
     async def test_missing_method(self):
         """A missing method fails naming the service and method."""

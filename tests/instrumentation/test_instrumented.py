@@ -119,7 +119,7 @@ class TestSpans:
 
         by_name = {s.name: s for s in spans.get_finished_spans()}
         order = by_name["Sequence order"]
-        parallel = by_name["Parallel Parallel"]
+        parallel = by_name["Parallel"]
         assert order.parent.span_id == outer.get_span_context().span_id
         assert parallel.parent.span_id == order.context.span_id
         steps = [s for s in spans.get_finished_spans() if s.name == "Step inc"]
@@ -175,14 +175,30 @@ class TestMetrics:
 
 
 class TestInstrumentedNode:
-    def test_adds_no_path_segment_and_takes_name(self):
-        """An unnamed Instrumented takes the wrapped flow's name."""
-        wrapped = sf.Instrumented(sf.Step(inc, name="charge"))
+    def test_name_is_not_a_path_segment(self):
+        """Wrapping a step, named or not, never moves it: its path stays its own."""
+        step = sf.Step(inc, name="charge")
+        plain = sf.Sequence(step)
+        wrapped = sf.Sequence(sf.Instrumented(step, name="telemetry"))
+        unnamed = sf.Sequence(sf.Instrumented(sf.Step(inc)))
 
-        assert "charge" == wrapped.name
-        assert "Instrumented(Step(inc, name='charge'), recursive=True, name='charge')" == repr(
-            sf.Instrumented(sf.Step(inc, name="charge"), recursive=True)
+        assert [("charge",)] == [p for p, n in sf.walk(plain) if n is step]
+        assert [("charge",)] == [p for p, n in sf.walk(wrapped) if n is step]
+        assert [(), (0,), (0,)] == [p for p, _ in sf.walk(unnamed)]
+
+    def test_repr(self):
+        """repr shows the wrapped flow and the options given."""
+        assert "Instrumented(Step(inc, name='charge'), recursive=True, name='t')" == repr(
+            sf.Instrumented(sf.Step(inc, name="charge"), recursive=True, name="t")
         )
+
+    async def test_nested_in_recursive_observes_once(self, spans):
+        """An Instrumented inside a recursive one adds no second span for the same node."""
+        flow = sf.Instrumented(sf.Sequence(sf.Instrumented(sf.Step(inc))), recursive=True)
+
+        await sf.execute(flow, 1)
+
+        assert ["Step inc", "Sequence"] == [s.name for s in spans.get_finished_spans()]
 
     async def test_output_unchanged(self):
         """Instrumenting a flow does not change what it returns."""
