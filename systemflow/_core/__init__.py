@@ -14,6 +14,8 @@ from ._errors import (
     FlowPaused,
     FlowTimeout,
     FlowVersionMismatch,
+    RunExists,
+    RunFinished,
     RunLocked,
     RunNotFound,
     SerializationError,
@@ -33,11 +35,18 @@ from ._flow import (
     title,
     walk,
 )
-from ._invoke import SKIPPED, error_fields, invoke
+from ._invoke import SKIPPED, error_fields, invoke, named_error
+from ._journal import COMPENSATED, DECISION, FAILED, SIGNAL, STEP, TIMER, Journal, Recorded
 
 __all__ = [
+    "COMPENSATED",
+    "DECISION",
+    "FAILED",
+    "SIGNAL",
     "SKIPPED",
+    "STEP",
     "SYSTEM_CLOCK",
+    "TIMER",
     "Child",
     "Clock",
     "CompensationFailed",
@@ -49,8 +58,12 @@ __all__ = [
     "FlowPaused",
     "FlowTimeout",
     "FlowVersionMismatch",
+    "Journal",
     "Observer",
     "Path",
+    "Recorded",
+    "RunExists",
+    "RunFinished",
     "RunLocked",
     "RunNotFound",
     "Segment",
@@ -67,6 +80,7 @@ __all__ = [
     "format_path",
     "invoke",
     "make_caller",
+    "named_error",
     "new_run_id",
     "run",
     "segment_children",

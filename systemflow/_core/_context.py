@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from collections import abc
 
     from ._flow import Flow, Path, Segment
+    from ._journal import Journal
 
 
 # A lazy proxy: it picks up structlog.configure() calls made after import.
@@ -57,6 +58,14 @@ class Observer(Protocol):
         """
         ...
 
+    def node_reused(
+        self, node: Flow[Any, Any], ctx: FlowContext, error: BaseException | None, output: Any
+    ) -> None:
+        """
+        Note that a node's journaled result was reused instead of running it again.
+        """
+        ...
+
 
 @final
 class Undo:
@@ -64,13 +73,16 @@ class Undo:
     Strictly private: a completed step's undo, waiting in a compensation scope.
     """
 
-    __slots__ = ("ctx", "input", "node", "output")
+    __slots__ = ("ctx", "input", "node", "output", "seq")
 
-    def __init__(self, node: Flow[Any, Any], ctx: FlowContext, input: Any, output: Any) -> None:
+    def __init__(
+        self, node: Flow[Any, Any], ctx: FlowContext, input: Any, output: Any, seq: int
+    ) -> None:
         self.node = node
         self.ctx = ctx
         self.input = input
         self.output = output
+        self.seq = seq  # completion order: the journal's sequence number, if journaled
 
 
 @final
@@ -108,6 +120,7 @@ class FlowContext:
         run_id: The id of this run (a UUIDv7 unless given).
         path: Where the current node sits in the tree.
         clock: What retry backoff and timers use to tell and wait for time.
+        journal: The durable run's journal, when the flow runs under ``Stateful``.
 
     .. versionadded:: 0.1.0
     """
@@ -119,6 +132,7 @@ class FlowContext:
     path: Path = ()
     _logger: Any = attrs.field(default=None, eq=False, repr=False, alias="logger")
     clock: Clock = attrs.field(default=SYSTEM_CLOCK, eq=False, repr=False)
+    journal: Journal | None = attrs.field(default=None, eq=False, repr=False)
     _scope: CompensationScope | None = attrs.field(
         default=None, eq=False, repr=False, alias="scope"
     )
@@ -157,6 +171,7 @@ class FlowContext:
             (*self.path, segment),
             self._logger,
             self.clock,
+            self.journal,
             self._scope,
             self._observer,
         )

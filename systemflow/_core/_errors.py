@@ -13,6 +13,8 @@ offending type, both fingerprints). The tree::
     +-- FlowVersionMismatch        the tree changed under a paused run
     +-- RunLocked                  another claim holds the run
     +-- RunNotFound                no run with that id (also LookupError)
+    +-- RunFinished                the run is over: it takes no signals (also ValueError)
+    +-- RunExists                  a run with that id exists, with another input (also ValueError)
     +-- SerializationError         a value cannot be stored or read back (also TypeError)
     +-- FlowDefinitionError        a tree is malformed at construction (also ValueError, TypeError)
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, final
 
 if TYPE_CHECKING:
+    import datetime as dt
     from collections import abc
 
     from ._flow import Path
@@ -114,9 +117,27 @@ class FlowPaused(FlowError):
     A durable run is waiting for a signal or a timer.
 
     Pausing is not failure: it never triggers a retry or a compensation.
+    ``run_id`` says which run to resume.
+
+    Attributes:
+        wake_at: When the earliest timer it waits for is due, if any.
+        signals: The signals it waits for.
 
     .. versionadded:: 0.1.0
     """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: Path = (),
+        run_id: str | None = None,
+        wake_at: dt.datetime | None = None,
+        signals: abc.Iterable[str] = (),
+    ) -> None:
+        super().__init__(message, path=path, run_id=run_id)
+        self.wake_at = wake_at
+        self.signals = tuple(signals)
 
 
 @final
@@ -158,6 +179,36 @@ class RunLocked(FlowError):
 class RunNotFound(FlowError, LookupError):
     """
     No run has that id.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+@final
+class RunFinished(FlowError, ValueError):
+    """
+    The run has completed, failed or been cancelled: it takes no more signals.
+
+    Attributes:
+        status: The run's status, as its lower-case word.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self, message: str, *, path: Path = (), run_id: str | None = None, status: str
+    ) -> None:
+        super().__init__(message, path=path, run_id=run_id)
+        self.status = status
+
+
+@final
+class RunExists(FlowError, ValueError):
+    """
+    ``start`` was given the id of an existing run, with a different input.
+
+    Starting again with the same id and input is not an error: it resumes
+    that run (or returns it, if it is over), so starts can be retried.
 
     .. versionadded:: 0.1.0
     """

@@ -2,27 +2,31 @@
 The one place where a node runs a child.
 
 Every combinator calls its children through ``invoke``. It makes the child's
-context, hands the run to instrumentation when a recursive ``Instrumented`` asked
-for it, turns a foreign exception into a ``StepFailed`` naming the node's path,
-lets a non-critical node's failure go (the parent says what the skipped node
-yields: by default its input, so a Sequence carries on with the same value),
-and registers a completed step's undo
-with the nearest compensation scope. Pauses and cancellation pass through
-before any failure handling: they never trigger a retry or a compensation.
+context; in a durable run, returns a leaf's journaled result instead of running
+it again, and journals a leaf's new result; hands the run to instrumentation
+when an ``Instrumented`` asked for it; turns a foreign exception into a
+``StepFailed`` naming the node's path; lets a non-critical node's failure go
+(the parent says what the skipped node yields: by default its input, so a
+Sequence carries on with the same value); and registers a completed step's undo
+with the nearest compensation scope. Pauses and cancellation pass through before
+any failure handling: they never trigger a retry or a compensation.
 """
 
 from __future__ import annotations
 
 import enum
+import itertools
 from typing import TYPE_CHECKING, Any, Final
 
 from ._context import Undo
 from ._errors import FlowError, FlowPaused, StepFailed, format_path
 from ._flow import describe, title
+from ._journal import FAILED, STEP
 
 if TYPE_CHECKING:
     from ._context import FlowContext
     from ._flow import Flow, Segment
+    from ._journal import Journal
 
 
 class Skip(enum.Enum):
@@ -35,6 +39,9 @@ class Skip(enum.Enum):
 
 
 SKIPPED: Final = Skip.MARKER
+
+# Completion order of undos outside a journal (inside one, the journal's order).
+_completions = itertools.count()
 
 
 async def invoke(
@@ -51,6 +58,10 @@ async def invoke(
     ``skipped`` is what the node yields if it is non-critical and fails.
     """
     ctx = parent if segment is None else parent.child(segment)
+    if ctx.journal is not None and getattr(node, "is_effect", False):
+        found, out = _replay(node, ctx, value, skipped, ctx.journal)
+        if found:
+            return out
     observer = ctx._observer  # noqa: SLF001 -- the context's private hook, ours
     if observer is None:
         return await run_node(node, ctx, value, skipped)
@@ -70,30 +81,68 @@ async def run_node(
     """
     Run ``node`` in its own context ``ctx``; see the module docstring.
     """
+    journal = ctx.journal
+    if journal is not None and not getattr(node, "is_effect", False):
+        journal = None  # only leaves with effects are journaled here
     try:
         out = await node.execute(ctx, value)
     except FlowPaused:
         raise
     except Exception as exc:  # noqa: BLE001 -- every failure is wrapped or let go below
-        _failed(node, ctx, exc)
+        error = named_error(node, ctx, exc)
+        if journal is not None:
+            await journal.put(FAILED, ctx.path, error_fields(error))
+        _failed(node, ctx, error)
         return value if skipped is Skip.INPUT else skipped
-    scope = ctx._scope  # noqa: SLF001
-    if scope is not None and getattr(node, "compensate", None) is not None:
-        scope.undos.append(Undo(node, ctx, value, out))
+    seq = next(_completions) if journal is None else (await journal.put(STEP, ctx.path, out)).seq
+    _register_undo(node, ctx, value, out, seq)
     return out
 
 
-def _failed(node: Flow[Any, Any], ctx: FlowContext, exc: Exception) -> None:
-    # Raise the failure, named by path, unless the node is non-critical.
+def _replay(
+    node: Flow[Any, Any], ctx: FlowContext, value: Any, skipped: Any, journal: Journal
+) -> tuple[bool, Any]:
+    # A leaf of a durable run that already ran: reuse its recorded outcome.
+    observer = ctx._observer  # noqa: SLF001
+    done = journal.get(STEP, ctx.path, getattr(node, "output_type", Any))
+    if done is not None:
+        if observer is not None:
+            observer.node_reused(node, ctx, None, done.value)
+        _register_undo(node, ctx, value, done.value, done.seq)
+        return True, done.value
+    failed = journal.get(FAILED, ctx.path)
+    if failed is None:
+        return False, None
+    error = StepFailed(f"{failed.value['error']} (recorded)", path=ctx.path, run_id=ctx.run_id)
+    if observer is not None:
+        observer.node_reused(node, ctx, error, None)
+    _failed(node, ctx, error)
+    return True, value if skipped is Skip.INPUT else skipped
+
+
+def _register_undo(node: Flow[Any, Any], ctx: FlowContext, value: Any, out: Any, seq: int) -> None:
+    scope = ctx._scope  # noqa: SLF001
+    if scope is not None and getattr(node, "compensate", None) is not None:
+        scope.undos.append(Undo(node, ctx, value, out, seq))
+
+
+def named_error(node: Flow[Any, Any], ctx: FlowContext, exc: Exception) -> FlowError:
+    """
+    Return ``exc`` as a ``FlowError`` that names the node's path and run.
+    """
     if isinstance(exc, FlowError):
-        error: FlowError = exc
-    else:
-        msg = (
-            f"{title(node)} at {format_path(ctx.path)} "
-            f"in run {ctx.run_id} failed: {type(exc).__name__}: {exc}"
-        )
-        error = StepFailed(msg, path=ctx.path, run_id=ctx.run_id)
-        error.__cause__ = exc
+        return exc
+    msg = (
+        f"{title(node)} at {format_path(ctx.path)} "
+        f"in run {ctx.run_id} failed: {type(exc).__name__}: {exc}"
+    )
+    error = StepFailed(msg, path=ctx.path, run_id=ctx.run_id)
+    error.__cause__ = exc
+    return error
+
+
+def _failed(node: Flow[Any, Any], ctx: FlowContext, error: FlowError) -> None:
+    # Raise the failure, unless the node is non-critical: then log it and go on.
     if getattr(node, "critical", True):
         raise error
     ctx.bind_logger(flow=describe(node), node=type(node).__name__).warning(
@@ -103,7 +152,7 @@ def _failed(node: Flow[Any, Any], ctx: FlowContext, exc: Exception) -> None:
 
 def error_fields(error: BaseException) -> dict[str, str]:
     """
-    Describe an error for a log event: message, type, and the type of its cause.
+    Describe an error for a log event or a journal: message, type, type of its cause.
     """
     fields = {"error": str(error), "error_type": type(error).__name__}
     if error.__cause__ is not None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, final
 import attrs
 
 from .._core import (
+    COMPENSATED,
     Child,
     CompensationFailed,
     CompensationScope,
@@ -98,9 +99,16 @@ class Compensatable(Node[Any, Any]):
         errors: list[StepFailed] = []
         done: list[str] = []
         log = ctx.logger
+        journal = ctx.journal
+        # Newest first by completion order (the journal's, in a durable run, so a
+        # resumed run undoes in the order the steps first completed).
+        scope.undos.sort(key=lambda undo: undo.seq)
         while scope.undos:
-            undo = scope.undos.pop()  # newest first; popped, so at most once
+            undo = scope.undos.pop()  # popped, so at most once
             where = format_path(undo.ctx.path)
+            if journal is not None and journal.get(COMPENSATED, undo.ctx.path) is not None:
+                done.append(where)  # undone before a restart: not again
+                continue
             try:
                 await undo.node.undo(undo.ctx, undo.input, undo.output)  # type: ignore[attr-defined]
             except Exception as exc:  # noqa: BLE001 -- collected and raised below
@@ -115,6 +123,8 @@ class Compensatable(Node[Any, Any]):
                     "systemflow.compensation_failed", step=where, error=msg
                 )
             else:
+                if journal is not None:
+                    await journal.put(COMPENSATED, undo.ctx.path, value=True)
                 done.append(where)
                 log.info("systemflow.compensated", step=where, failed=_failed_path(reason))
         if done and isinstance(reason, BaseException):

@@ -85,21 +85,18 @@ class Instrumented(Node[Any, Any]):
         """
         Run the wrapped flow under observation.
         """
-        if ctx._observer is not None:  # noqa: SLF001 -- an outer recursive one observes all
+        outer = ctx._observer  # noqa: SLF001 -- the context's private hook, ours
+        if isinstance(outer, Telemetry) and outer.recursive:
+            # An outer recursive Instrumented already observes every node below.
             return await invoke(self.flow, ctx, None, input)
         telemetry = Telemetry(
-            self.flow, describe(self), log_input=self.log_input, log_output=self.log_output
+            self.flow,
+            describe(self),
+            recursive=self.recursive,
+            log_input=self.log_input,
+            log_output=self.log_output,
         )
-        if self.recursive:
-            return await invoke(self.flow, attrs.evolve(ctx, observer=telemetry), None, input)
-        token = telemetry.node_started(self.flow, ctx, input)
-        try:
-            out = await invoke(self.flow, ctx, None, input)
-        except BaseException as exc:
-            telemetry.node_finished(token, exc, None)
-            raise
-        telemetry.node_finished(token, None, out)
-        return out
+        return await invoke(self.flow, attrs.evolve(ctx, observer=telemetry), None, input)
 
     def __repr__(self) -> str:
         options = {

@@ -52,23 +52,53 @@ class Telemetry:
     and the counters and duration histogram.
     """
 
-    __slots__ = ("log_input", "log_output", "root", "root_name")
+    __slots__ = ("log_input", "log_output", "recursive", "root", "root_name")
 
     def __init__(
-        self, root: Flow[Any, Any], root_name: str, *, log_input: bool, log_output: bool
+        self,
+        root: Flow[Any, Any],
+        root_name: str,
+        *,
+        recursive: bool,
+        log_input: bool,
+        log_output: bool,
     ) -> None:
         self.root = root
         self.root_name = root_name
+        self.recursive = recursive
         self.log_input = log_input
         self.log_output = log_output
 
-    def node_started(self, node: Flow[Any, Any], ctx: FlowContext, value: Any) -> object:
+    def _observes(self, node: Flow[Any, Any]) -> bool:
+        if node is self.root:
+            return True
+        if not self.recursive:
+            return False
+        # A wrapper is skipped: the node it wraps is observed at the same path.
+        children = children_of(node)
+        return not (len(children) == 1 and children[0][0] is None)
+
+    def node_reused(
+        self, node: Flow[Any, Any], ctx: FlowContext, error: BaseException | None, output: Any
+    ) -> None:
+        """
+        Report a node whose journaled result was reused on resume.
+
+        It gets a span and log events marked ``reused``, never a fake re-execution.
+        """
+        if not self._observes(node):
+            return
+        token = self.node_started(node, ctx, None, reused=True)
+        self.node_finished(token, error, output)
+
+    def node_started(
+        self, node: Flow[Any, Any], ctx: FlowContext, value: Any, *, reused: bool = False
+    ) -> object:
         """
         Open the node's span and log that it started.
         """
-        children = children_of(node)
-        if len(children) == 1 and children[0][0] is None and node is not self.root:
-            return None  # a wrapper: the node it wraps is observed at the same path
+        if not self._observes(node):
+            return None
         name = self.root_name if node is self.root else describe(node)
         kind = type(node).__name__
         where = format_path(ctx.path)
@@ -79,11 +109,15 @@ class Telemetry:
                 "systemflow.node": kind,
                 "systemflow.path": where,
                 "systemflow.run_id": ctx.run_id,
+                "systemflow.reused": reused,
             },
         )
         token = otel_context.attach(trace.set_span_in_context(span))
         log = ctx.bind_logger(flow=name, node=kind)
-        extra = {"input": value} if self.log_input else {}
+        if reused:
+            # The node did not run: its result came from the journal.
+            log = log.bind(reused=True)
+        extra = {"input": value} if self.log_input and not reused else {}
         log.info("systemflow.flow_started", **extra)
         started_counter.add(1, {"systemflow.flow": name})
         return _Token(span, token, log, name, time.perf_counter())

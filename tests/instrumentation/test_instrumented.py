@@ -106,6 +106,7 @@ class TestSpans:
             "systemflow.node": "Step",
             "systemflow.path": "charge",
             "systemflow.run_id": "r2",
+            "systemflow.reused": False,
         } == dict(span.attributes)
         assert StatusCode.UNSET == span.status.status_code
 

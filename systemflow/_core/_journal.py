@@ -1,0 +1,67 @@
+"""
+What a durable run's journal offers the nodes that run in it.
+
+The core only knows this protocol; ``systemflow.state`` implements it. Nodes
+look recorded results up by kind and path (synchronously: the journal of a run
+is loaded before it runs) and record new ones (asynchronously: a record is
+durable when ``put`` returns).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol, final
+
+if TYPE_CHECKING:
+    from ._flow import Path
+
+STEP = "step"
+"""A leaf's output."""
+FAILED = "failed"
+"""A leaf's failure: ``{"error": message, "error_type": ..., "cause_type": ...}``."""
+DECISION = "decision"
+"""A ``Conditional``'s choice (a bool)."""
+TIMER = "timer"
+"""A ``Sleep``'s deadline (an aware datetime)."""
+SIGNAL = "signal"
+"""The payload a ``WaitForSignal`` consumed."""
+COMPENSATED = "compensated"
+"""An undo that completed, at the path of the step it undid."""
+
+
+@final
+class Recorded:
+    """
+    Strictly private: a value found in the journal, and its place in the run's order.
+    """
+
+    __slots__ = ("seq", "value")
+
+    def __init__(self, value: Any, seq: int) -> None:
+        self.value = value
+        self.seq = seq
+
+
+class Journal(Protocol):
+    """
+    A durable run's record of everything that is not a pure function of its input.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def get(self, kind: str, path: Path, type_: Any = Any) -> Recorded | None:
+        """
+        Return what was recorded for ``kind`` at ``path``, structured as ``type_``.
+        """
+        ...
+
+    async def put(self, kind: str, path: Path, value: Any) -> Recorded:
+        """
+        Record ``value`` for ``kind`` at ``path``; durable when this returns.
+        """
+        ...
+
+    async def take_signal(self, path: Path, signal: str, type_: Any = Any) -> Recorded | None:
+        """
+        Consume the oldest pending ``signal`` for this run into ``path``, if any.
+        """
+        ...
