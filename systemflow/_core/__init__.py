@@ -31,11 +31,13 @@ from ._flow import (
     check_name,
     children_of,
     describe,
+    is_wrapper,
     segment_children,
     title,
+    unwrap,
     walk,
 )
-from ._invoke import SKIPPED, error_fields, invoke, named_error
+from ._invoke import SKIPPED, WRAPPED, error_fields, invoke, named_error
 from ._journal import COMPENSATED, DECISION, FAILED, SIGNAL, STEP, TIMER, Journal, Recorded
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "STEP",
     "SYSTEM_CLOCK",
     "TIMER",
+    "WRAPPED",
     "Child",
     "Clock",
     "CompensationFailed",
@@ -79,12 +82,14 @@ __all__ = [
     "execute",
     "format_path",
     "invoke",
+    "is_wrapper",
     "make_caller",
     "named_error",
     "new_run_id",
     "run",
     "segment_children",
     "title",
+    "unwrap",
     "walk",
     "wants_context",
 ]

@@ -74,7 +74,7 @@ def wants_context(fn: object, n_args: int, *, role: str, form: str) -> bool:
         FlowDefinitionError: ``fn`` is not callable, or fits neither calling form.
     """
     if callable(getattr(fn, "execute", None)):
-        msg = f"{role}: expected a function, got the flow {fn!r}; use the flow itself instead"
+        msg = f"{role}: expected a function, got the flow {fn!r}"
         raise FlowDefinitionError(msg)
     if not callable(fn):
         msg = f"{role}: expected a function, got {type(fn).__name__} {fn!r}"

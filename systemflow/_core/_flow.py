@@ -97,17 +97,30 @@ def title(node: object, *, quote: bool = True) -> str:
     return f"{kind} {name!r}" if quote else f"{kind} {name}"
 
 
-def segment_name(node: object) -> Segment | None:
+def is_wrapper(node: object) -> bool:
+    """
+    Tell whether a node only wraps one child at its own path (``Instrumented``).
+    """
+    children = children_of(node)
+    return len(children) == 1 and children[0][0] is None
+
+
+def unwrap(node: Flow[Any, Any]) -> Flow[Any, Any]:
+    """
+    Return the first node below any wrappers: the one that does the work.
+    """
+    while is_wrapper(node):
+        node = children_of(node)[0][1]
+    return node
+
+
+def segment_name(node: Flow[Any, Any]) -> Segment | None:
     """
     Return the name a node puts in its parent's path, if it has one.
 
-    A wrapper that adds no segment of its own (``Instrumented``) is
-    transparent: the node it wraps decides.
+    Wrappers are transparent: the node they wrap decides.
     """
-    children = children_of(node)
-    if len(children) == 1 and children[0][0] is None:
-        return segment_name(children[0][1])
-    name: Segment | None = getattr(node, "name", None)
+    name: Segment | None = getattr(unwrap(node), "name", None)
     return name
 
 

@@ -36,9 +36,12 @@ class Skip(enum.Enum):
 
     INPUT = enum.auto()  # its own input, as if it were not there
     MARKER = enum.auto()  # this marker, for a parent that must tell (Assign)
+    RAISE = enum.auto()  # nothing: the failure goes up to the wrapper's parent
 
 
 SKIPPED: Final = Skip.MARKER
+WRAPPED: Final = Skip.RAISE
+"""For wrappers: a failure goes up, and the wrapper's parent decides what a skip yields."""
 
 # Completion order of undos outside a journal (inside one, the journal's order).
 _completions = itertools.count()
@@ -92,7 +95,7 @@ async def run_node(
         error = named_error(node, ctx, exc)
         if journal is not None:
             await journal.put(FAILED, ctx.path, error_fields(error))
-        _failed(node, ctx, error)
+        _failed(node, ctx, error, skipped)
         return value if skipped is Skip.INPUT else skipped
     seq = next(_completions) if journal is None else (await journal.put(STEP, ctx.path, out)).seq
     _register_undo(node, ctx, value, out, seq)
@@ -116,7 +119,7 @@ def _replay(
     error = StepFailed(f"{failed.value['error']} (recorded)", path=ctx.path, run_id=ctx.run_id)
     if observer is not None:
         observer.node_reused(node, ctx, error, None)
-    _failed(node, ctx, error)
+    _failed(node, ctx, error, skipped)
     return True, value if skipped is Skip.INPUT else skipped
 
 
@@ -141,9 +144,9 @@ def named_error(node: Flow[Any, Any], ctx: FlowContext, exc: Exception) -> FlowE
     return error
 
 
-def _failed(node: Flow[Any, Any], ctx: FlowContext, error: FlowError) -> None:
+def _failed(node: Flow[Any, Any], ctx: FlowContext, error: FlowError, skipped: Any) -> None:
     # Raise the failure, unless the node is non-critical: then log it and go on.
-    if getattr(node, "critical", True):
+    if skipped is Skip.RAISE or getattr(node, "critical", True):
         raise error
     ctx.bind_logger(flow=describe(node), node=type(node).__name__).warning(
         "systemflow.step_failed_ignored", **error_fields(error)

@@ -16,7 +16,6 @@ from .._core import (
     Flow,
     FlowDefinitionError,
     check_name,
-    format_path,
     invoke,
     segment_children,
 )
@@ -26,7 +25,7 @@ if TYPE_CHECKING:
     from .._core import FlowContext
 
 
-def _merge(ctx: FlowContext, value: Any, key: str, out: Any) -> Any:
+def _merge(value: Any, key: str, out: Any) -> Any:
     if isinstance(value, abc.Mapping):
         return {**value, key: out}
     if attrs.has(type(value)):
@@ -34,8 +33,8 @@ def _merge(ctx: FlowContext, value: Any, key: str, out: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.replace(value, **{key: out})
     msg = (
-        f"Assign at {format_path(ctx.path)} in run {ctx.run_id}: cannot set {key!r} on a "
-        f"{type(value).__name__}; the input must be a mapping, an attrs class or a dataclass"
+        f"cannot set {key!r} on a {type(value).__name__}; "
+        "the input must be a mapping, an attrs class or a dataclass"
     )
     raise TypeError(msg)
 
@@ -90,7 +89,7 @@ class Assign(Node[Any, Any]):
         for segment, child in self.children:
             out = await invoke(child, ctx, segment, value, SKIPPED)
             if out is not SKIPPED:  # a failed non-critical flow sets nothing
-                value = _merge(ctx, value, str(segment), out)
+                value = _merge(value, str(segment), out)
         return value
 
     def __repr__(self) -> str:

@@ -18,6 +18,7 @@ from .._core import (
     FlowPaused,
     StepFailed,
     check_name,
+    error_fields,
     format_path,
     invoke,
     segment_children,
@@ -120,7 +121,7 @@ class Compensatable(Node[Any, Any]):
                 error.__cause__ = exc
                 errors.append(error)
                 log.error(  # noqa: TRY400 -- the error travels on, no traceback here
-                    "systemflow.compensation_failed", step=where, error=msg
+                    "systemflow.compensation_failed", step=where, **error_fields(error)
                 )
             else:
                 if journal is not None:

@@ -144,7 +144,8 @@ async def call_with_policy(
                 attempt=attempt,
                 max_attempts=retry.max_attempts,
                 delay=round(delay, 3),
-                error=f"{type(exc).__name__}: {exc}",
+                error=str(exc),
+                error_type=type(exc).__name__,
             )
             await ctx.clock.sleep(delay)
             attempt += 1

@@ -203,8 +203,8 @@ class Step(_Leaf[In, Out]):
         """
         owner = f"Step {self.name!r}" if self.name else "Step"
         with_ctx = wants_context(self.fn, 1, role=owner, form=_STEP_FORM)
-        owner = f"Step {self.label!r}"
-        check_name(self.name, owner)
+        check_name(self.name, f"Step {self.label!r}")
+        owner = f"Step {(self.name or self.label)!r}"
         _check_timeout(owner, self.timeout)
         _check_retry(owner, self.retry)
         object.__setattr__(
@@ -341,8 +341,8 @@ class Call(_Leaf[Any, Any]):
         """
         Validate the options and prepare the undo.
         """
-        owner = f"Call {self.label!r}"
-        check_name(self.name, owner)
+        check_name(self.name, f"Call {self.label!r}")
+        owner = f"Call {(self.name or self.label)!r}"
         _check_timeout(owner, self.timeout)
         _check_retry(owner, self.retry)
         for field in ("service", "method"):

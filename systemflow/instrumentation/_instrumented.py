@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, final
 
 import attrs
 
-from .._core import Child, Flow, check_name, describe, invoke
+from .._core import WRAPPED, Child, Flow, check_name, describe, invoke, unwrap
 from ..combinators._node import Node, as_flow
 from ._telemetry import Telemetry
 
@@ -81,22 +81,31 @@ class Instrumented(Node[Any, Any]):
         """
         return describe(self.flow)
 
+    @property
+    def critical(self) -> bool:
+        """
+        Whether a failure of the wrapped flow fails its parent (the wrapped flow's say).
+        """
+        return bool(getattr(self.flow, "critical", True))
+
     async def execute(self, ctx: FlowContext, input: Any) -> Any:
         """
         Run the wrapped flow under observation.
         """
+        # A failure goes up as it is: this wrapper's parent decides what a skip yields.
+        root = unwrap(self.flow)
         outer = ctx._observer  # noqa: SLF001 -- the context's private hook, ours
-        if isinstance(outer, Telemetry) and outer.recursive:
-            # An outer recursive Instrumented already observes every node below.
-            return await invoke(self.flow, ctx, None, input)
+        if isinstance(outer, Telemetry) and (outer.recursive or outer.root is root):
+            # An outer Instrumented already observes this flow.
+            return await invoke(self.flow, ctx, None, input, WRAPPED)
         telemetry = Telemetry(
-            self.flow,
+            root,
             describe(self),
             recursive=self.recursive,
             log_input=self.log_input,
             log_output=self.log_output,
         )
-        return await invoke(self.flow, attrs.evolve(ctx, observer=telemetry), None, input)
+        return await invoke(self.flow, attrs.evolve(ctx, observer=telemetry), None, input, WRAPPED)
 
     def __repr__(self) -> str:
         options = {

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, final
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 
-from .._core import FlowPaused, children_of, describe, error_fields, format_path
+from .._core import FlowPaused, describe, error_fields, format_path, is_wrapper
 
 if TYPE_CHECKING:
     from contextvars import Token
@@ -72,11 +72,8 @@ class Telemetry:
     def _observes(self, node: Flow[Any, Any]) -> bool:
         if node is self.root:
             return True
-        if not self.recursive:
-            return False
         # A wrapper is skipped: the node it wraps is observed at the same path.
-        children = children_of(node)
-        return not (len(children) == 1 and children[0][0] is None)
+        return self.recursive and not is_wrapper(node)
 
     def node_reused(
         self, node: Flow[Any, Any], ctx: FlowContext, error: BaseException | None, output: Any

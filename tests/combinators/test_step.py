@@ -106,7 +106,7 @@ class TestStepCallingForms:
         async def f(x: int) -> int:
             return x
 
-        with pytest.raises(sf.FlowDefinitionError, match="use the flow itself"):
+        with pytest.raises(sf.FlowDefinitionError, match="expected a function, got the flow Step"):
             sf.Step(sf.Step(f))  # type: ignore[call-overload]
 
     def test_keyword_only_parameter_refused(self):

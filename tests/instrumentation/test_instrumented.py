@@ -208,3 +208,28 @@ class TestInstrumentedNode:
         assert await sf.execute(flow, 1) == await sf.execute(
             sf.Instrumented(flow, recursive=True), 1
         )
+
+    async def test_double_wrapper_observes_once(self):
+        """Instrumented directly around another reports the work once, not per wrapper."""
+        step = sf.Step(inc, name="count")
+
+        for recursive in (False, True):
+            flow = sf.Instrumented(sf.Instrumented(step), recursive=recursive)
+            with structlog.testing.capture_logs() as logs:
+                await sf.execute(flow, 1)
+
+            assert [("systemflow.flow_started", "Step"), ("systemflow.flow_completed", "Step")] == [
+                (e["event"], e["node"]) for e in logs
+            ]
+
+    async def test_skipped_step_keeps_parent_choice(self):
+        """A non-critical step inside Instrumented still yields what its parent decides."""
+
+        def boom(x: object) -> None:
+            raise ConnectionError("down")
+
+        skip = sf.Instrumented(sf.Step(boom, critical=False, inline=True))
+
+        assert {"x": 1} == await sf.execute(sf.Assign(a=skip), {"x": 1})
+        assert [None, 2] == await sf.execute(sf.Parallel(skip, lambda d: 2), {"x": 1})
+        assert {"x": 1} == await sf.execute(skip, {"x": 1})
