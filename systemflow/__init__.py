@@ -21,6 +21,8 @@ from ._core import (
     FlowTimeout,
     FlowVersionMismatch,
     Path,
+    RunExists,
+    RunFinished,
     RunLocked,
     RunNotFound,
     Segment,
@@ -39,10 +41,13 @@ from .combinators import (
     Parallel,
     RetryPolicy,
     Sequence,
+    Sleep,
     Step,
+    WaitForSignal,
     step,
 )
 from .instrumentation import Instrumented
+from .state import Stateful
 
 try:
     __version__ = _version("systemflow")
@@ -67,14 +72,19 @@ __all__ = [
     "Parallel",
     "Path",
     "RetryPolicy",
+    "RunExists",
+    "RunFinished",
     "RunLocked",
     "RunNotFound",
     "Segment",
     "Sequence",
     "SerializationError",
+    "Sleep",
+    "Stateful",
     "Step",
     "StepFailed",
     "SystemClock",
+    "WaitForSignal",
     "execute",
     "run",
     "step",

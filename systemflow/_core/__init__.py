@@ -4,7 +4,7 @@ The core: the flow protocol, contexts, errors, and running a tree.
 It imports nothing from the rest of the package.
 """
 
-from ._callables import callable_name, make_caller, wants_context
+from ._callables import callable_name, input_type, make_caller, return_type, wants_context
 from ._clock import SYSTEM_CLOCK, Clock, SystemClock
 from ._context import CompensationScope, FlowContext, Observer, Undo, new_run_id
 from ._errors import (
@@ -81,11 +81,13 @@ __all__ = [
     "error_fields",
     "execute",
     "format_path",
+    "input_type",
     "invoke",
     "is_wrapper",
     "make_caller",
     "named_error",
     "new_run_id",
+    "return_type",
     "run",
     "segment_children",
     "title",

@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import types
+import typing
+from collections import abc
 from typing import TYPE_CHECKING, Any
 
 from ._errors import FlowDefinitionError
 
 if TYPE_CHECKING:
-    from collections import abc
-
     from ._context import FlowContext
 
 Caller = "abc.Callable[..., abc.Awaitable[Any]]"
@@ -134,3 +135,72 @@ def make_caller(
         return result
 
     return call_in_thread
+
+
+def return_type(fn: object) -> Any:
+    """
+    Return what a step function's call gives, as annotated (``Any`` if unknown).
+
+    For ``async def f() -> int`` it is ``int``, the result of awaiting the call;
+    a sync function annotated ``-> Awaitable[int]`` gives ``int`` too. A class
+    gives itself.
+    """
+    if isinstance(fn, type):
+        return fn
+    hint = _hint(_annotated(fn), "return")
+    while typing.get_origin(hint) in {abc.Awaitable, abc.Coroutine}:
+        hint = typing.get_args(hint)[-1]
+    return hint
+
+
+def input_type(fn: object) -> Any:
+    """
+    Return the annotation of a step function's input parameter (``Any`` if unknown).
+
+    The input is the first positional parameter, or the second when the
+    function takes the context first (decided as the step decides it).
+    """
+    try:
+        with_ctx = wants_context(fn, 1, role="input_type", form="(input) or (ctx, input)")
+        params = list(inspect.signature(fn).parameters.values())  # type: ignore[arg-type]
+    except (TypeError, ValueError):  # FlowDefinitionError is both
+        return Any
+    positional = [p for p in params if p.kind in {p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD}]
+    index = 1 if with_ctx else 0
+    if index < len(positional):
+        name = positional[index].name
+    else:
+        name = next((p.name for p in params if p.kind is p.VAR_POSITIONAL), "")
+    target = fn.__init__ if isinstance(fn, type) else _annotated(fn)  # type: ignore[misc]
+    return _hint(target, name) if name else Any
+
+
+def _annotated(fn: object) -> object:
+    """
+    Return the function whose annotations describe calling ``fn``.
+    """
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if inspect.isroutine(fn) or not callable(fn):
+        return fn
+    return fn.__call__  # a callable object: its bound __call__
+
+
+def _hint(fn: object, name: str) -> Any:
+    """
+    Return the resolved annotation ``name`` of ``fn``, or ``Any``.
+
+    If another annotation of ``fn`` cannot be resolved (a name imported only
+    for type checking, say), this one is resolved on its own.
+    """
+    try:
+        hint = typing.get_type_hints(fn).get(name, Any)
+    except Exception:  # noqa: BLE001 -- annotations are the user's code; fall back below
+        try:
+            raw = inspect.get_annotations(fn)[name]  # type: ignore[arg-type]
+            scope = getattr(inspect.unwrap(fn), "__globals__", {})  # type: ignore[arg-type]
+            one = types.SimpleNamespace(__annotations__={name: raw})
+            hint = typing.get_type_hints(one, globalns=scope)[name]
+        except Exception:  # noqa: BLE001 -- unresolvable: unknown
+            return Any
+    return Any if isinstance(hint, typing.TypeVar) else hint

@@ -9,6 +9,7 @@ from ._parallel import Parallel
 from ._retry import RetryPolicy
 from ._sequence import Sequence
 from ._step import Call, Step, step
+from ._wait import Sleep, WaitForSignal
 
 __all__ = [
     "Assign",
@@ -18,6 +19,8 @@ __all__ = [
     "Parallel",
     "RetryPolicy",
     "Sequence",
+    "Sleep",
     "Step",
+    "WaitForSignal",
     "step",
 ]

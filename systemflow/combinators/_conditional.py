@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, final
 import attrs
 
 from .._core import (
+    DECISION,
     Child,
     Flow,
     callable_name,
@@ -78,13 +79,26 @@ class Conditional(Node[Any, Any]):
         """
         Decide, then run the chosen branch on ``input``.
         """
-        if await self._decide(ctx, input):
+        if await self._choose(ctx, input):
             segment, branch = self.children[0]
         elif len(self.children) > 1:
             segment, branch = self.children[1]
         else:
             return input
         return await invoke(branch, ctx, segment, input)
+
+    async def _choose(self, ctx: FlowContext, input: Any) -> bool:
+        # In a durable run the choice is journaled: a predicate that reads the
+        # clock or a service must not send a resumed run down another branch.
+        journal = ctx.journal
+        if journal is None:
+            return bool(await self._decide(ctx, input))
+        got = journal.get(DECISION, ctx.path, bool)
+        if got is not None:
+            return bool(got.value)
+        decided = bool(await self._decide(ctx, input))
+        await journal.put(DECISION, ctx.path, decided)
+        return decided
 
     def __repr__(self) -> str:
         return node_repr(

@@ -12,7 +12,9 @@ from .._core import (
     FlowDefinitionError,
     callable_name,
     check_name,
+    input_type,
     make_caller,
+    return_type,
     wants_context,
 )
 from ._node import Node, node_repr
@@ -60,6 +62,9 @@ class _Leaf(Node[In, Out]):
     """
 
     __slots__ = ()
+
+    is_effect = True
+    """A leaf's outcome is journaled in a durable run, and reused on resume."""
 
     # Filled in by the attrs subclasses.
     retry: RetryPolicy | None
@@ -218,6 +223,20 @@ class Step(_Leaf[In, Out]):
         The function's name, for messages, logs and diagrams.
         """
         return callable_name(self.fn)
+
+    @property
+    def input_type(self) -> Any:
+        """
+        The function's annotated input type (``Any`` if not annotated).
+        """
+        return input_type(self.fn)
+
+    @property
+    def output_type(self) -> Any:
+        """
+        The function's annotated return type: what a journaled output is read back as.
+        """
+        return return_type(self.fn)
 
     def __repr__(self) -> str:
         return node_repr(

@@ -1,0 +1,17 @@
+"""
+Durable runs: ``Stateful``, the state stores, and the records they keep.
+"""
+
+from ._memory import InMemoryStateStore
+from ._model import Event, RunRecord, RunStatus
+from ._stateful import Stateful
+from ._store import StateStore
+
+__all__ = [
+    "Event",
+    "InMemoryStateStore",
+    "RunRecord",
+    "RunStatus",
+    "StateStore",
+    "Stateful",
+]

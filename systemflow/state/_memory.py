@@ -1,0 +1,326 @@
+"""
+InMemoryStateStore: the state store for tests and single-process use.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+from typing import TYPE_CHECKING, Any, final
+
+import attrs
+
+from .._core import SIGNAL, RunExists, RunFinished, RunLocked, RunNotFound, SerializationError
+from ._model import (
+    CANCELLED,
+    RESUMED,
+    SIGNALLED,
+    STARTED,
+    Claim,
+    Event,
+    NewEvent,
+    RunRecord,
+    RunStatus,
+)
+
+if TYPE_CHECKING:
+    from collections import abc
+
+    from .._core import Path
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def encode_payload(run_id: str, signal: str, payload: Any) -> str:
+    """
+    Encode a signal's payload as JSON text, or fail naming the run and signal.
+    """
+    from ._codec import Codec  # noqa: PLC0415 -- the codec builds a converter
+
+    try:
+        return Codec.shared().dumps(payload, path=(), run_id=run_id)
+    except SerializationError as exc:
+        msg = f"signal {signal!r} for run {run_id}: {exc}"
+        raise SerializationError(msg, run_id=run_id, type=type(payload)) from exc
+
+
+def plain(text: str | None) -> Any:
+    """
+    Decode stored JSON text to plain data (no types: nothing is evaluated).
+    """
+    return None if text is None else json.loads(text)
+
+
+@final
+class _Run:
+    __slots__ = ("events", "record", "signals")
+
+    def __init__(self, record: RunRecord) -> None:
+        self.record = record
+        self.events: list[Event] = []
+        self.signals: list[tuple[str, str]] = []  # (signal, payload JSON), oldest first
+
+
+@final
+class InMemoryStateStore:
+    """
+    Keeps runs in this process's memory.
+
+    For tests, and for flows that need pause and resume but not survival of
+    the process.
+
+    It follows the same rules as ``SqlStateStore`` (versions, leases,
+    signals kept until consumed), so tests written against it hold for both.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self) -> None:
+        self._runs: dict[str, _Run] = {}
+        self._seq = itertools.count(1)
+
+    def __repr__(self) -> str:
+        return f"InMemoryStateStore(runs={len(self._runs)})"
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _run(self, run_id: str) -> _Run:
+        try:
+            return self._runs[run_id]
+        except KeyError:
+            msg = f"no run with id {run_id!r}"
+            raise RunNotFound(msg, run_id=run_id) from None
+
+    def _held(self, run_id: str, claim: Claim) -> _Run:
+        run = self._run(run_id)
+        rec = run.record
+        if rec.lease_owner != claim.owner or rec.status is not RunStatus.RUNNING:
+            msg = f"run {run_id} is no longer held by this claim ({rec.status.value})"
+            raise RunLocked(msg, run_id=run_id)
+        return run
+
+    def _append(self, run: _Run, events: abc.Iterable[NewEvent]) -> list[int]:
+        now = _now()
+        seqs = []
+        for new in events:
+            seq = next(self._seq)
+            run.events.append(Event(seq, run.record.id, new.kind, new.path, new.data, now))
+            seqs.append(seq)
+        return seqs
+
+    def _view(self, run: _Run) -> RunRecord:
+        path = next((e.path for e in reversed(run.events) if e.path is not None), None)
+        rec = run.record
+        return attrs.evolve(
+            rec, input=plain(rec.input), output=plain(rec.output), current_path=path
+        )
+
+    def _update(self, run: _Run, **changes: Any) -> None:
+        rec = run.record
+        run.record = attrs.evolve(rec, version=rec.version + 1, updated_at=_now(), **changes)
+
+    # -- the protocol ----------------------------------------------------------
+
+    async def create_run(
+        self,
+        *,
+        run_id: str,
+        name: str,
+        input_json: str,
+        fingerprint: str,
+        claim: Claim,
+        started_data: str | None = None,
+    ) -> RunRecord:
+        """
+        Record a new run, running under ``claim``, with its ``started`` event.
+        """
+        if run_id in self._runs:
+            msg = f"a run with id {run_id!r} exists"
+            raise RunExists(msg, run_id=run_id)
+        now = _now()
+        run = _Run(
+            RunRecord(
+                id=run_id,
+                name=name,
+                status=RunStatus.RUNNING,
+                input=input_json,
+                created_at=now,
+                updated_at=now,
+                fingerprint=fingerprint,
+                version=1,
+                lease_owner=claim.owner,
+                lease_expires_at=claim.expires(now),
+            )
+        )
+        self._runs[run_id] = run
+        self._append(run, [NewEvent(STARTED, data=started_data or input_json)])
+        return self._view(run)
+
+    async def claim_run(
+        self, run_id: str, *, claim: Claim, is_dead: abc.Callable[[str], bool]
+    ) -> tuple[RunRecord, list[Event]]:
+        """
+        Take the lease of a pending, paused or abandoned run; return it and its history.
+        """
+        run = self._run(run_id)
+        rec = run.record
+        now = _now()
+        if rec.status.is_finished:
+            msg = f"run {run_id} is {rec.status.value}: there is nothing to resume"
+            raise RunFinished(msg, run_id=run_id, status=rec.status.value)
+        if (
+            rec.status is RunStatus.RUNNING
+            and rec.lease_owner is not None
+            and rec.lease_expires_at is not None
+            and rec.lease_expires_at > now
+            and not is_dead(rec.lease_owner)
+        ):
+            msg = f"run {run_id} is held by {rec.lease_owner} until {rec.lease_expires_at}"
+            raise RunLocked(msg, run_id=run_id)
+        self._update(
+            run,
+            status=RunStatus.RUNNING,
+            lease_owner=claim.owner,
+            lease_expires_at=claim.expires(now),
+            wake_at=None,
+        )
+        self._append(run, [NewEvent(RESUMED)])
+        return self._view(run), list(run.events)
+
+    async def append(
+        self, run_id: str, events: abc.Sequence[NewEvent], *, claim: Claim
+    ) -> list[int]:
+        """
+        Append events and renew the lease; return their sequence numbers.
+        """
+        run = self._held(run_id, claim)
+        run.record = attrs.evolve(run.record, lease_expires_at=claim.expires(_now()))
+        return self._append(run, events)
+
+    async def take_signal(
+        self, run_id: str, signal: str, path: Path, *, claim: Claim
+    ) -> Event | None:
+        """
+        Consume the oldest waiting ``signal`` into a ``signal`` event at ``path``.
+        """
+        run = self._held(run_id, claim)
+        for index, (name, payload) in enumerate(run.signals):
+            if name == signal:
+                del run.signals[index]
+                self._append(run, [NewEvent(SIGNAL, path, payload)])
+                return run.events[-1]
+        return None
+
+    async def finish(
+        self,
+        run_id: str,
+        *,
+        claim: Claim,
+        status: RunStatus,
+        event: NewEvent,
+        output_json: str | None = None,
+        error: str | None = None,
+        wake_at: dt.datetime | None = None,
+    ) -> RunRecord:
+        """
+        End a claim: set the status, release the lease.
+        """
+        run = self._held(run_id, claim)
+        if status is RunStatus.PAUSED and any(True for _ in run.signals):
+            wake_at = _now()  # a signal already waits: due at once
+        self._update(
+            run,
+            status=status,
+            output=output_json,
+            error=error,
+            wake_at=wake_at,
+            lease_owner=None,
+            lease_expires_at=None,
+        )
+        self._append(run, [event])
+        return self._view(run)
+
+    async def heartbeat(self, run_id: str, *, claim: Claim) -> None:
+        """
+        Renew the lease of a run that is still working.
+        """
+        run = self._held(run_id, claim)
+        run.record = attrs.evolve(run.record, lease_expires_at=claim.expires(_now()))
+
+    async def release(self, run_id: str, *, claim: Claim) -> None:
+        """
+        Give the lease back without changing the status.
+        """
+        run = self._run(run_id)
+        if run.record.lease_owner == claim.owner:
+            self._update(run, lease_owner=None, lease_expires_at=None)
+
+    async def signal(self, run_id: str, signal: str, payload: Any) -> None:
+        """
+        Deliver a signal; it is kept until a ``WaitForSignal`` consumes it.
+        """
+        run = self._run(run_id)
+        status = run.record.status
+        if status.is_finished:
+            msg = f"run {run_id} is {status.value}: it takes no more signals ({signal!r})"
+            raise RunFinished(msg, run_id=run_id, status=status.value)
+        data = encode_payload(run_id, signal, payload)
+        run.signals.append((signal, data))
+        self._append(run, [NewEvent(SIGNALLED, data=json.dumps({"signal": signal}))])
+        if status is RunStatus.PAUSED:
+            self._update(run, wake_at=_now())
+
+    async def cancel(self, run_id: str) -> RunRecord:
+        """
+        Mark a run cancelled (a finished run is returned unchanged).
+        """
+        run = self._run(run_id)
+        if not run.record.status.is_finished:
+            self._update(
+                run,
+                status=RunStatus.CANCELLED,
+                lease_owner=None,
+                lease_expires_at=None,
+                wake_at=None,
+            )
+            self._append(run, [NewEvent(CANCELLED)])
+        return self._view(run)
+
+    async def get(self, run_id: str) -> RunRecord:
+        """
+        Return a run's record.
+        """
+        return self._view(self._run(run_id))
+
+    async def history(self, run_id: str) -> list[Event]:
+        """
+        Return a run's events, oldest first.
+        """
+        return list(self._run(run_id).events)
+
+    async def list_runs(
+        self,
+        *,
+        name: str | None = None,
+        status: RunStatus | None = None,
+        limit: int = 100,
+    ) -> list[RunRecord]:
+        """
+        Return runs, newest first, filtered by name and status.
+        """
+        runs = [
+            run
+            for run in self._runs.values()
+            if (name is None or run.record.name == name)
+            and (status is None or run.record.status is status)
+        ]
+        runs.sort(key=lambda run: (run.record.created_at, run.record.id), reverse=True)
+        return [self._view(run) for run in runs[:limit]]
+
+    async def close(self) -> None:
+        """
+        Nothing to release.
+        """

@@ -1,0 +1,347 @@
+"""
+Stateful: durable runs of a flow, kept in a state store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import TYPE_CHECKING, Any, final
+
+import attrs
+
+from .._core import (
+    SYSTEM_CLOCK,
+    Child,
+    Clock,
+    Flow,
+    FlowContext,
+    FlowError,
+    FlowPaused,
+    FlowVersionMismatch,
+    RunExists,
+    RunFinished,
+    RunLocked,
+    StepFailed,
+    check_name,
+    error_fields,
+    invoke,
+    new_run_id,
+)
+from ..combinators._node import Node, as_flow
+from ._codec import Codec
+from ._journal import RunJournal
+from ._lease import is_dead, new_owner
+from ._model import COMPLETED, PAUSED, RUN_FAILED, STARTED, Claim, NewEvent, RunRecord, RunStatus
+from ._shape import diff, edge_types, fingerprint, shape
+
+if TYPE_CHECKING:
+    from collections import abc
+
+    from ._model import Event
+    from ._store import StateStore
+
+
+@final
+@attrs.frozen(init=False, repr=False)
+class Stateful(Node[Any, Any]):
+    """
+    Make runs of a flow durable: checkpointed, pausable, resumable after a crash.
+
+    Each run has an id, a status and a journal in ``store``: every leaf's
+    outcome, branch decision, timer deadline, consumed signal and completed
+    undo. Resuming runs the tree again from the root; a node whose result is
+    journaled returns it without running again. Steps are therefore
+    at-least-once (a crash between a step's effect and its checkpoint runs it
+    once more): pass ``ctx.idempotency_key``, stable per run and node, to the
+    services they call.
+
+    ``start`` and ``resume`` report the flow's own failure in the returned
+    record (status ``failed``, ``error`` set); they raise only for problems
+    of the call itself (``RunNotFound``, ``RunLocked``, ``FlowVersionMismatch``,
+    an input that cannot be stored).
+
+    Attributes:
+        flow: The flow to run durably.
+        store: Where runs are kept (not part of equality).
+        name: The runs' name, to list and tell them apart; not a path segment.
+        input_type: What a stored input is read back as (from the first step's
+            annotation when not given; plain JSON data if unknown).
+        output_type: What a stored output is read back as (likewise, last step).
+        lease_seconds: How long a claim holds a run without a checkpoint or
+            heartbeat before another process may take it over.
+        clock: What timers and retry backoff use (tests pass one that skips time).
+
+    .. versionadded:: 0.1.0
+    """
+
+    flow: Flow[Any, Any]
+    store: StateStore = attrs.field(kw_only=True, eq=False)
+    name: str = attrs.field(kw_only=True)
+    input_type: Any = attrs.field(kw_only=True)
+    output_type: Any = attrs.field(kw_only=True)
+    lease_seconds: float = attrs.field(default=30.0, kw_only=True)
+    clock: Clock = attrs.field(default=SYSTEM_CLOCK, kw_only=True, eq=False)
+    children: tuple[Child, ...] = attrs.field(init=False, eq=False, repr=False)
+    _shape: list[str] = attrs.field(init=False, eq=False, repr=False)
+    _fingerprint: str = attrs.field(init=False, eq=False, repr=False)
+
+    def __init__(
+        self,
+        flow: Flow[Any, Any] | abc.Callable[..., Any],
+        *,
+        store: StateStore,
+        name: str,
+        input_type: Any = None,
+        output_type: Any = None,
+        lease_seconds: float = 30.0,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        check_name(name, f"Stateful {name!r}")
+        inner = as_flow(flow, f"Stateful {name!r}")
+        inferred_in, inferred_out = edge_types(inner)
+        self.__attrs_init__(
+            inner,
+            store=store,
+            name=name,
+            input_type=inferred_in if input_type is None else input_type,
+            output_type=inferred_out if output_type is None else output_type,
+            lease_seconds=lease_seconds,
+            clock=clock,
+        )
+        lines = shape(inner)
+        object.__setattr__(self, "children", ((None, inner),))
+        object.__setattr__(self, "_shape", lines)
+        object.__setattr__(self, "_fingerprint", fingerprint(lines))
+
+    @property
+    def fingerprint(self) -> str:
+        """
+        The hash of the tree's shape; a resumed run must have been started with it.
+        """
+        return self._fingerprint
+
+    def __repr__(self) -> str:
+        return f"Stateful({self.flow!r}, name={self.name!r})"
+
+    # -- the public calls ------------------------------------------------------
+
+    async def start(
+        self,
+        input: Any,
+        *,
+        run_id: str | None = None,
+        services: abc.Mapping[str, Any] | None = None,
+    ) -> RunRecord:
+        """
+        Start a run and drive it until it completes, fails or pauses.
+
+        Starting again with the id of an existing run and the same input
+        resumes it (or returns it, if it is over), so a start can be retried.
+
+        Raises:
+            RunExists: That id belongs to a run with another input.
+            SerializationError: The input cannot be stored.
+        """
+        run_id = new_run_id() if run_id is None else run_id
+        codec = Codec.shared()
+        input_json = codec.dumps(input, path=(), run_id=run_id)
+        claim = Claim(new_owner(), self.lease_seconds)
+        try:
+            record = await self.store.create_run(
+                run_id=run_id,
+                name=self.name,
+                input_json=input_json,
+                fingerprint=self._fingerprint,
+                claim=claim,
+                started_data=json.dumps(
+                    {"input": json.loads(input_json), "shape": self._shape},
+                    separators=(",", ":"),
+                ),
+            )
+        except RunExists:
+            existing = await self.store.get(run_id)
+            if existing.input != json.loads(input_json) or existing.name != self.name:
+                msg = (
+                    f"run {run_id} exists as a run of {existing.name!r} with another input; "
+                    "start it with a new id, or resume it"
+                )
+                raise RunExists(msg, run_id=run_id) from None
+            return await self.resume(run_id, services=services)
+        return await self._drive(record, claim, [], input, services)
+
+    async def resume(
+        self,
+        run_id: str,
+        *,
+        services: abc.Mapping[str, Any] | None = None,
+        accept_version_change: bool = False,
+    ) -> RunRecord:
+        """
+        Continue a paused run, or one whose holder is gone, from where it stopped.
+
+        A run that is over is returned as it is.
+
+        Args:
+            run_id: The run.
+            services: The services its steps call.
+            accept_version_change: Resume even though the tree's shape changed
+                since the run started (journaled results are reused by path).
+
+        Raises:
+            RunNotFound: No such run.
+            RunLocked: Another live claim holds it.
+            FlowVersionMismatch: The tree changed (nothing stored is touched).
+        """
+        record = await self.store.get(run_id)
+        if record.status.is_finished:
+            return self._typed(record)
+        if record.fingerprint != self._fingerprint and not accept_version_change:
+            await self._refuse_version(record)
+        claim = Claim(new_owner(), self.lease_seconds)
+        try:
+            record, history = await self.store.claim_run(run_id, claim=claim, is_dead=is_dead)
+        except RunFinished:
+            return self._typed(await self.store.get(run_id))
+        value = Codec.shared().structure(record.input, self.input_type, path=(), run_id=run_id)
+        return await self._drive(record, claim, history, value, services)
+
+    async def get(self, run_id: str) -> RunRecord:
+        """
+        Return a run's record, its input and output structured when the types are known.
+
+        Raises:
+            RunNotFound: No such run.
+        """
+        return self._typed(await self.store.get(run_id))
+
+    async def cancel(self, run_id: str) -> RunRecord:
+        """
+        Cancel a run: it will not run again (a run that is over is returned as it is).
+
+        Raises:
+            RunNotFound: No such run.
+        """
+        return self._typed(await self.store.cancel(run_id))
+
+    async def execute(self, ctx: FlowContext, input: Any) -> Any:
+        """
+        Run durably as a node of a bigger tree: start a run, return its output.
+
+        Raises:
+            FlowPaused: The run paused; its ``run_id`` says which run to resume.
+            StepFailed: The run failed; the message is the run's error.
+        """
+        record = await self.start(input, services=ctx.services)
+        if record.status is RunStatus.COMPLETED:
+            return record.output
+        if record.status is RunStatus.PAUSED:
+            msg = f"durable run {record.id} of {self.name!r} paused"
+            raise FlowPaused(msg, path=ctx.path, run_id=record.id, wake_at=record.wake_at)
+        msg = f"durable run {record.id} of {self.name!r} {record.status.value}: {record.error}"
+        raise StepFailed(msg, path=ctx.path, run_id=record.id)
+
+    # -- driving a claim -------------------------------------------------------
+
+    async def _drive(
+        self,
+        record: RunRecord,
+        claim: Claim,
+        history: list[Event],
+        value: Any,
+        services: abc.Mapping[str, Any] | None,
+    ) -> RunRecord:
+        codec = Codec.shared()
+        journal = RunJournal(self.store, record.id, claim, codec, history)
+        ctx = FlowContext(services=services, run_id=record.id, journal=journal, clock=self.clock)
+        heartbeat = asyncio.create_task(self._heartbeat(record.id, claim))
+        store = self.store
+        try:
+            out = await invoke(self.flow, ctx, None, value)
+        except FlowPaused as paused:
+            data = {"wake_at": paused.wake_at, "signals": list(paused.signals)}
+            final = await store.finish(
+                record.id,
+                claim=claim,
+                status=RunStatus.PAUSED,
+                event=NewEvent(PAUSED, paused.path, codec.dumps(data, path=(), run_id=record.id)),
+                wake_at=paused.wake_at,
+            )
+            return self._typed(final)
+        except RunLocked:
+            # The claim was lost: the run was cancelled, or taken over.
+            now = await store.get(record.id)
+            if now.status is RunStatus.CANCELLED:
+                return self._typed(now)
+            raise
+        except FlowError as failure:
+            final = await store.finish(
+                record.id,
+                claim=claim,
+                status=RunStatus.FAILED,
+                event=NewEvent(RUN_FAILED, failure.path or None, json.dumps(error_fields(failure))),
+                error=str(failure),
+            )
+            return self._typed(final)
+        except BaseException:
+            # Cancelled, or a bug: hand the run back so it can be resumed at once.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(store.release(record.id, claim=claim))
+            raise
+        finally:
+            heartbeat.cancel()
+        try:
+            out_json = codec.dumps(out, path=(), run_id=record.id)
+        except FlowError as failure:
+            final = await store.finish(
+                record.id,
+                claim=claim,
+                status=RunStatus.FAILED,
+                event=NewEvent(RUN_FAILED, None, json.dumps(error_fields(failure))),
+                error=str(failure),
+            )
+            return self._typed(final)
+        final = await store.finish(
+            record.id,
+            claim=claim,
+            status=RunStatus.COMPLETED,
+            event=NewEvent(COMPLETED, None, out_json),
+            output_json=out_json,
+        )
+        return attrs.evolve(self._typed(final), output=out)
+
+    async def _heartbeat(self, run_id: str, claim: Claim) -> None:
+        # Renew the lease while a long step runs without checkpoints.
+        with contextlib.suppress(FlowError):
+            while True:
+                await asyncio.sleep(self.lease_seconds / 3)
+                await self.store.heartbeat(run_id, claim=claim)
+
+    async def _refuse_version(self, record: RunRecord) -> None:
+        history = await self.store.history(record.id)
+        started = next((e for e in history if e.kind == STARTED), None)
+        stored_shape: list[str] = []
+        if started is not None and started.data is not None:
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                stored_shape = list(json.loads(started.data).get("shape", []))
+        change = diff(stored_shape, self._shape) if stored_shape else "shape not recorded"
+        msg = (
+            f"run {record.id} of {record.name!r} was started with flow version "
+            f"{record.fingerprint}, this flow is {self._fingerprint}: {change}. "
+            "Resume with accept_version_change=True if the journal still fits."
+        )
+        raise FlowVersionMismatch(
+            msg, run_id=record.id, stored=record.fingerprint, current=self._fingerprint
+        )
+
+    def _typed(self, record: RunRecord) -> RunRecord:
+        codec = Codec.shared()
+        output = record.output
+        if record.status is RunStatus.COMPLETED:
+            output = codec.structure(output, self.output_type, path=(), run_id=record.id)
+        return attrs.evolve(
+            record,
+            input=codec.structure(record.input, self.input_type, path=(), run_id=record.id),
+            output=output,
+        )
