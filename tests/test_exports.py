@@ -8,7 +8,9 @@ CONTRACT = {
     "Compensatable", "Instrumented", "walk", "FlowContext", "execute", "run",
     "FlowError", "StepFailed", "CompensationFailed", "FlowPaused", "FlowVersionMismatch",
     "RunLocked", "RunNotFound", "SerializationError", "FlowTimeout", "Flow",
+    "Stateful", "WaitForSignal", "Sleep",
 }  # fmt: skip
+STATE_CONTRACT = {"InMemoryStateStore", "SqlStateStore", "RunStatus", "RunRecord"}
 
 
 class TestExports:
@@ -25,6 +27,21 @@ class TestExports:
     def test_contract_names_exported(self):
         """The names DESIGN.md's contract promises are exported."""
         assert set() == CONTRACT - set(sf.__all__)
+
+    def test_state_contract_names_exported(self):
+        """systemflow.state exports the stores and records DESIGN.md names, sorted."""
+        import systemflow.state
+
+        assert set() == STATE_CONTRACT - set(systemflow.state.__all__)
+        assert sorted(systemflow.state.__all__) == systemflow.state.__all__
+
+    def test_run_status_values(self):
+        """RunStatus values are the lower-case words of the contract."""
+        from systemflow.state import RunStatus
+
+        assert ["pending", "running", "paused", "completed", "failed", "cancelled"] == [
+            s.value for s in RunStatus
+        ]
 
     def test_public_home_in_module(self):
         """Exported classes say systemflow, not the private module, in tracebacks."""
@@ -108,3 +125,13 @@ class TestLayering:
         }
 
         assert {} == {m: n for m, n in offenders.items() if n}
+
+
+def test_state_public_home():
+    """systemflow.state's classes say systemflow.state (Stateful: systemflow)."""
+    import systemflow.state
+
+    homes = {name: getattr(systemflow.state, name).__module__ for name in systemflow.state.__all__}
+
+    assert {"systemflow.state"} == {h for n, h in homes.items() if n != "Stateful"}
+    assert "systemflow" == homes["Stateful"]

@@ -15,3 +15,10 @@ __all__ = [
     "StateStore",
     "Stateful",
 ]
+
+# Tracebacks and reprs name the public home, not the private module.
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("systemflow.state._"):
+        _obj.__module__ = "systemflow.state"
+del _name, _obj
