@@ -128,7 +128,7 @@ class Parallel(Node[Any, Any]):
         if failure is not None:
             raise failure
         if paused:
-            raise paused[0]
+            raise _all_paused(ctx, paused)
         outputs = [task.result() for task in tasks]
         if self.keys is None:
             return outputs
@@ -151,3 +151,21 @@ def _first_failure(group: BaseExceptionGroup[BaseException]) -> BaseException:
         where = format_path(getattr(other, "path", ()))
         first.add_note(f"branch {where} failed at the same time: {type(other).__name__}: {other}")
     return first
+
+
+def _all_paused(ctx: FlowContext, paused: list[FlowPaused]) -> FlowPaused:
+    # The Parallel waits for everything its branches wait for: every signal,
+    # and the earliest timer (a scheduler wakes the run then).
+    if len(paused) == 1:
+        return paused[0]
+    signals = list(dict.fromkeys(s for p in paused for s in p.signals))
+    deadlines = [p.wake_at for p in paused if p.wake_at is not None]
+    where = ", ".join(format_path(p.path) for p in paused)
+    msg = f"run {ctx.run_id} waits in {len(paused)} branches: {where}"
+    return FlowPaused(
+        msg,
+        path=paused[0].path,
+        run_id=ctx.run_id,
+        wake_at=min(deadlines) if deadlines else None,
+        signals=signals,
+    )
