@@ -6,7 +6,6 @@ Build a tree from leaves (``Step``, ``Call``) and combinators (``Sequence``,
 then run it with ``execute`` (async) or ``run`` (sync).
 """
 
-import contextlib
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
 
@@ -30,6 +29,7 @@ from ._core import (
     StepFailed,
     SystemClock,
     execute,
+    publish,
     run,
     walk,
 )
@@ -91,10 +91,4 @@ __all__ = [
     "walk",
 ]
 
-# Tracebacks and reprs name the public home, not the private module.
-for _name in __all__:
-    _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith("systemflow."):
-        with contextlib.suppress(AttributeError, TypeError):  # aliases like Path
-            _obj.__module__ = "systemflow"
-del _name, _obj
+publish(globals(), "systemflow")

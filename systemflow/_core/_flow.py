@@ -4,6 +4,7 @@ The flow protocol, node paths, and walking a tree.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar, runtime_checkable
 
 from ._errors import FlowDefinitionError
@@ -170,3 +171,16 @@ def segment_children(
         seen[seg] = index
         result.append((seg, child))
     return tuple(result)
+
+
+def publish(namespace: dict[str, Any], home: str) -> None:
+    """
+    Set ``__module__`` of a package's exported names to the package (``home``).
+
+    Tracebacks and reprs then name the public home, not the private module.
+    """
+    for name in namespace["__all__"]:
+        obj = namespace[name]
+        if getattr(obj, "__module__", "").startswith("systemflow."):
+            with contextlib.suppress(AttributeError, TypeError):  # aliases like Path
+                obj.__module__ = home

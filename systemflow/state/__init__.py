@@ -2,8 +2,10 @@
 Durable runs: ``Stateful``, the state stores, and the records they keep.
 """
 
+from .._core import publish
 from ._memory import InMemoryStateStore
 from ._model import Event, RunRecord, RunStatus
+from ._sql import SqlStateStore
 from ._stateful import Stateful
 from ._store import StateStore
 
@@ -12,13 +14,9 @@ __all__ = [
     "InMemoryStateStore",
     "RunRecord",
     "RunStatus",
+    "SqlStateStore",
     "StateStore",
     "Stateful",
 ]
 
-# Tracebacks and reprs name the public home, not the private module.
-for _name in __all__:
-    _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith("systemflow.state._"):
-        _obj.__module__ = "systemflow.state"
-del _name, _obj
+publish(globals(), "systemflow.state")
