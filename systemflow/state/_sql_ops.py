@@ -1,0 +1,275 @@
+"""
+The operations of ``SqlStateStore``: each a function of a ``Tx``, for a driver to run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import TYPE_CHECKING, Any, Final
+
+from .._core import SIGNAL, RunExists, RunFinished, RunLocked
+from ._memory import encode_payload
+from ._model import CANCELLED, RESUMED, SIGNALLED, STARTED, Event, NewEvent, RunRecord, RunStatus
+from ._sql_schema import (
+    append_events,
+    cancel_run,
+    consume_signal,
+    finish_run,
+    get_history,
+    get_lease,
+    get_status,
+    insert_run,
+    insert_signal,
+    list_records,
+    lock_run,
+    release,
+    renew_lease,
+    take_over,
+    wake,
+    wake_if_signalled,
+)
+from ._sql_tx import dump_path, load_json, load_status, not_found
+
+if TYPE_CHECKING:
+    from collections import abc
+
+    from .._core import Path
+    from ._model import Claim
+    from ._sql_tx import Tx
+
+_MAX_BATCH: Final = 100  # events per INSERT; a bigger append takes several, in one transaction
+_EVENT_PARAMS: Final = [(f"kind_{i}", f"path_{i}", f"data_{i}") for i in range(_MAX_BATCH)]
+_RUNNING: Final = RunStatus.RUNNING.value
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def create_run(
+    tx: Tx,
+    *,
+    run_id: str,
+    name: str,
+    input_json: str,
+    fingerprint: str,
+    claim: Claim,
+    started_data: str | None,
+) -> RunRecord:
+    now = _now()
+    expires = claim.expires(now)
+    params = {
+        "run_id": run_id,
+        "name": name,
+        "running": _RUNNING,
+        "input": input_json,
+        "fingerprint": fingerprint,
+        "owner": claim.owner,
+        "expires": tx.dump(expires),
+        "now": tx.dump(now),
+    }
+    if not tx.count(insert_run, params, tx.dialect):
+        msg = f"a run with id {run_id!r} exists"
+        raise RunExists(msg, run_id=run_id)
+    tx.insert_event(run_id, NewEvent(STARTED, data=started_data or input_json), now)
+    return RunRecord(
+        id=run_id,
+        name=name,
+        status=RunStatus.RUNNING,
+        input=load_json(run_id, "runs.input", input_json),
+        created_at=now,
+        updated_at=now,
+        fingerprint=fingerprint,
+        version=1,
+        lease_owner=claim.owner,
+        lease_expires_at=expires,
+    )
+
+
+def claim_run(
+    tx: Tx, run_id: str, claim: Claim, is_dead: abc.Callable[[str], bool]
+) -> tuple[RunRecord, list[Event]]:
+    rows = tx.rows(get_lease, {"run_id": run_id})
+    if not rows:
+        raise not_found(run_id)
+    status_text, version, owner, expires_value = rows[0]
+    status = load_status(run_id, status_text)
+    if status.is_finished:
+        msg = f"run {run_id} is {status.value}: there is nothing to resume"
+        raise RunFinished(msg, run_id=run_id, status=status.value)
+    now = _now()
+    expires = tx.load(run_id, "runs.lease_expires_at", expires_value)
+    if (
+        status is RunStatus.RUNNING
+        and owner is not None
+        and expires is not None
+        and expires > now
+        and not is_dead(owner)
+    ):
+        msg = f"run {run_id} is held by {owner} until {expires}"
+        raise RunLocked(msg, run_id=run_id)
+    params = {
+        "run_id": run_id,
+        "version": version,
+        "running": _RUNNING,
+        "owner": claim.owner,
+        "expires": tx.dump(claim.expires(now)),
+        "now": tx.dump(now),
+    }
+    if not tx.count(take_over, params):
+        msg = f"run {run_id} was claimed by another claim at the same time"
+        raise RunLocked(msg, run_id=run_id)
+    tx.insert_event(run_id, NewEvent(RESUMED), now)
+    record = tx.get_record(run_id)
+    return record, [tx.event(row) for row in tx.rows(get_history, {"run_id": run_id})]
+
+
+def append(tx: Tx, run_id: str, events: abc.Sequence[NewEvent], claim: Claim) -> list[int]:
+    if not events:
+        heartbeat(tx, run_id, claim)
+        return []
+    now = _now()
+    expires = claim.expires(now)
+    # Renew the lease once less than half of it is left (see the docstring of ``_sql``).
+    renew_after = tx.dump(now + (expires - now) / 2)
+    seqs: list[int] = []
+    if len(events) > _MAX_BATCH:
+        tx.begin()  # several statements, one append
+    for start in range(0, len(events), _MAX_BATCH):
+        batch = events[start : start + _MAX_BATCH]
+        params = {
+            "run_id": run_id,
+            "owner": claim.owner,
+            "running": _RUNNING,
+            "at": tx.dump(now),
+            "renew_after": renew_after,
+        }
+        for (kind, path, data), new in zip(_EVENT_PARAMS, batch, strict=False):
+            params[kind] = new.kind
+            params[path] = dump_path(new.path)
+            params[data] = new.data
+        rows = tx.rows(append_events, params, len(batch))
+        if not rows:
+            tx.begin()  # renew, then insert again: together or not at all
+            renewed = tx.dump(expires)
+            held = {"run_id": run_id, "owner": claim.owner, "running": _RUNNING}
+            if not tx.count(renew_lease, held | {"expires": renewed}):
+                raise tx.not_held(run_id)
+            renew_after = params["renew_after"] = renewed
+            rows = tx.rows(append_events, params, len(batch))
+        seqs += sorted(row[0] for row in rows)  # ascending seqs are the events' order
+    return seqs
+
+
+def take_signal(tx: Tx, run_id: str, signal: str, path: Path, claim: Claim) -> Event | None:
+    rows = tx.rows(lock_run, {"run_id": run_id})
+    if not rows:
+        raise not_found(run_id)
+    if rows[0][1] != claim.owner or rows[0][0] != _RUNNING:
+        raise tx.not_held(run_id)
+    now = _now()
+    taken = tx.rows(consume_signal, {"run_id": run_id, "name": signal, "now": tx.dump(now)})
+    if not taken:
+        return None
+    payload: str = taken[0][0]
+    seq = tx.insert_event(run_id, NewEvent(SIGNAL, path, payload), now)
+    return Event(seq, run_id, SIGNAL, path, payload, now)
+
+
+def finish(
+    tx: Tx,
+    *,
+    run_id: str,
+    claim: Claim,
+    status: RunStatus,
+    event: NewEvent,
+    output_json: str | None,
+    error: str | None,
+    wake_at: dt.datetime | None,
+) -> RunRecord:
+    now = _now()
+    params = {
+        "run_id": run_id,
+        "owner": claim.owner,
+        "running": _RUNNING,
+        "status": status.value,
+        "output": output_json,
+        "error": error,
+        "wake_at": tx.dump(wake_at),
+        "now": tx.dump(now),
+    }
+    if not tx.count(finish_run, params):
+        raise tx.not_held(run_id)
+    if status is RunStatus.PAUSED:
+        # A statement of its own, after the row is locked: on PostgreSQL it then
+        # sees every signal committed before (see ``deliver_signal``).
+        tx.count(wake_if_signalled, {"run_id": run_id, "now": tx.dump(now)})
+    tx.insert_event(run_id, event, now)
+    return tx.get_record(run_id)
+
+
+def heartbeat(tx: Tx, run_id: str, claim: Claim) -> None:
+    params = {
+        "run_id": run_id,
+        "owner": claim.owner,
+        "running": _RUNNING,
+        "expires": tx.dump(claim.expires(_now())),
+    }
+    if not tx.count(renew_lease, params):
+        raise tx.not_held(run_id)
+
+
+def release_run(tx: Tx, run_id: str, claim: Claim) -> None:
+    params = {"run_id": run_id, "owner": claim.owner, "now": tx.dump(_now())}
+    if not tx.count(release, params) and not tx.rows(get_status, {"run_id": run_id}):
+        raise not_found(run_id)
+
+
+def deliver_signal(tx: Tx, run_id: str, signal: str, payload: Any) -> None:
+    rows = tx.rows(lock_run, {"run_id": run_id})
+    if not rows:
+        raise not_found(run_id)
+    status = load_status(run_id, rows[0][0])
+    if status.is_finished:
+        msg = f"run {run_id} is {status.value}: it takes no more signals ({signal!r})"
+        raise RunFinished(msg, run_id=run_id, status=status.value)
+    data = encode_payload(run_id, signal, payload)
+    now = _now()
+    params = {"run_id": run_id, "name": signal, "payload": data, "now": tx.dump(now)}
+    tx.count(insert_signal, params)
+    tx.insert_event(run_id, NewEvent(SIGNALLED, data=json.dumps({"signal": signal})), now)
+    if status is RunStatus.PAUSED:
+        tx.count(wake, {"run_id": run_id, "now": tx.dump(now)})
+
+
+def cancel(tx: Tx, run_id: str) -> RunRecord:
+    now = _now()
+    params = {
+        "run_id": run_id,
+        "now": tx.dump(now),
+        "cancelled": RunStatus.CANCELLED.value,
+        "pending": RunStatus.PENDING.value,
+        "running": _RUNNING,
+        "paused": RunStatus.PAUSED.value,
+    }
+    if tx.count(cancel_run, params):
+        tx.insert_event(run_id, NewEvent(CANCELLED), now)
+    return tx.get_record(run_id)
+
+
+def history(tx: Tx, run_id: str) -> list[Event]:
+    events = [tx.event(row) for row in tx.rows(get_history, {"run_id": run_id})]
+    if not events and not tx.rows(get_status, {"run_id": run_id}):
+        raise not_found(run_id)
+    return events
+
+
+def list_runs(tx: Tx, name: str | None, status: RunStatus | None, limit: int) -> list[RunRecord]:
+    params: dict[str, Any] = {"limit": limit}
+    if name is not None:
+        params["name"] = name
+    if status is not None:
+        params["status"] = status.value
+    rows = tx.rows(list_records, params, name is not None, status is not None)
+    return [tx.record(row) for row in rows]

@@ -1,0 +1,343 @@
+"""
+The tables of ``SqlStateStore`` and the statements it runs on them.
+
+Each statement is built with SQLAlchemy Core by a function below, and compiled
+once per store to its driver's SQL text (``Statements``); ``_sql`` says why.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, final
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+if TYPE_CHECKING:
+    from collections import abc
+
+    from sqlalchemy.sql.elements import ClauseElement
+
+# -- the schema ------------------------------------------------------------------
+
+metadata = sa.MetaData()
+
+_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # INTEGER PRIMARY KEY: the rowid
+_INSTANT = sa.DateTime(timezone=True).with_variant(sa.BigInteger(), "sqlite")  # epoch µs
+
+_runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("input", sa.Text, nullable=False),
+    sa.Column("output", sa.Text),
+    sa.Column("error", sa.Text),
+    sa.Column("fingerprint", sa.Text, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("lease_owner", sa.Text),
+    sa.Column("lease_expires_at", _INSTANT),
+    sa.Column("wake_at", _INSTANT),
+    sa.Column("created_at", _INSTANT, nullable=False),
+    sa.Column("updated_at", _INSTANT, nullable=False),
+    sa.Index("ix_runs_status_wake_at", "status", "wake_at"),
+    sa.Index("ix_runs_status_lease_expires_at", "status", "lease_expires_at"),
+    sa.Index("ix_runs_name_status_created_at", "name", "status", "created_at"),
+)
+
+_events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("seq", _ID, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.Text, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("path", sa.Text),  # JSON array of the path's segments, e.g. ["saga",0]
+    sa.Column("data", sa.Text),
+    sa.Column("at", _INSTANT, nullable=False),
+    sa.Index("ix_events_run_id_seq", "run_id", "seq"),
+)
+
+_signals = sa.Table(
+    "signals",
+    metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.Text, nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("sent_at", _INSTANT, nullable=False),
+    sa.Column("consumed_at", _INSTANT),
+)
+_waiting = _signals.c.consumed_at.is_(None)
+sa.Index(
+    "ix_signals_waiting",
+    _signals.c.run_id,
+    _signals.c.name,
+    _signals.c.id,
+    sqlite_where=_waiting,
+    postgresql_where=_waiting,
+)
+
+# -- the statements --------------------------------------------------------------
+#
+# Every value is a named bindparam (a literal would become a parameter the caller
+# does not know of); constants such as the status 'running' are parameters too.
+
+_p = sa.bindparam
+_r = _runs.c
+_e = _events.c
+_s = _signals.c
+_EVENT_COLUMNS = (_e.seq, _e.run_id, _e.kind, _e.path, _e.data, _e.at)
+_RECORD_COLUMNS = (
+    _r.id,
+    _r.name,
+    _r.status,
+    _r.input,
+    _r.output,
+    _r.error,
+    _r.fingerprint,
+    _r.version,
+    _r.lease_owner,
+    _r.lease_expires_at,
+    _r.wake_at,
+    _r.created_at,
+    _r.updated_at,
+)
+
+
+def _this_run() -> sa.ColumnElement[bool]:
+    return _r.id == _p("run_id")
+
+
+def _held() -> sa.ColumnElement[bool]:
+    return sa.and_(_this_run(), _r.lease_owner == _p("owner"), _r.status == _p("running"))
+
+
+def _select_record(*where: sa.ColumnElement[bool]) -> sa.Select[Any]:
+    current_path = (
+        sa.select(_e.path)
+        .where(_e.run_id == _r.id, _e.path.is_not(None))
+        .order_by(_e.seq.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    return sa.select(*_RECORD_COLUMNS, current_path).where(*where)
+
+
+def get_record() -> ClauseElement:
+    return _select_record(_this_run())
+
+
+def list_records(by_name: bool, by_status: bool) -> ClauseElement:
+    where = [_r.name == _p("name")] if by_name else []
+    where += [_r.status == _p("status")] if by_status else []
+    return (
+        _select_record(*where)
+        .order_by(_r.created_at.desc(), _r.id.desc())
+        .limit(_p("limit", type_=sa.Integer))
+    )
+
+
+def get_history() -> ClauseElement:
+    return sa.select(*_EVENT_COLUMNS).where(_e.run_id == _p("run_id")).order_by(_e.seq)
+
+
+def get_status() -> ClauseElement:
+    return sa.select(_r.status).where(_this_run())
+
+
+def lock_run() -> ClauseElement:
+    # FOR NO KEY UPDATE on PostgreSQL (SQLite has BEGIN IMMEDIATE instead).
+    return sa.select(_r.status, _r.lease_owner).where(_this_run()).with_for_update(key_share=True)
+
+
+def get_lease() -> ClauseElement:
+    return sa.select(_r.status, _r.version, _r.lease_owner, _r.lease_expires_at).where(_this_run())
+
+
+def insert_run(dialect: str) -> ClauseElement:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return (
+        insert(_runs)
+        .values(
+            id=_p("run_id"),
+            name=_p("name"),
+            status=_p("running"),
+            input=_p("input"),
+            fingerprint=_p("fingerprint"),
+            version=1,
+            lease_owner=_p("owner"),
+            lease_expires_at=_p("expires"),
+            created_at=_p("now"),
+            updated_at=_p("now"),
+        )
+        .on_conflict_do_nothing(index_elements=[_r.id])
+    )
+
+
+def insert_event() -> ClauseElement:
+    return (
+        _events.insert()
+        .values(run_id=_p("run_id"), kind=_p("kind"), path=_p("path"), data=_p("data"), at=_p("at"))
+        .returning(_e.seq)
+    )
+
+
+def append_events(count: int) -> ClauseElement:
+    # One SELECT per event, each inserting only while the claim holds the run
+    # with at least half a lease left (``renew_after``).
+    held: sa.Select[Any] = (
+        sa.select(sa.literal_column("1"))
+        .where(_held(), _r.lease_expires_at >= _p("renew_after"))
+        .with_for_update(read=True)  # FOR SHARE on PostgreSQL: a takeover waits for us
+    )
+    rows = [
+        sa.select(
+            _p("run_id", type_=sa.Text),
+            _p(f"kind_{i}", type_=sa.Text),
+            _p(f"path_{i}", type_=sa.Text),
+            _p(f"data_{i}", type_=sa.Text),
+            _p("at", type_=_INSTANT),
+        ).where(sa.exists(held))
+        for i in range(count)
+    ]
+    source = rows[0] if count == 1 else sa.union_all(*rows)
+    return (
+        _events.insert()
+        .from_select(["run_id", "kind", "path", "data", "at"], source)
+        .returning(_e.seq)
+    )
+
+
+def renew_lease() -> ClauseElement:
+    return _runs.update().where(_held()).values(lease_expires_at=_p("expires"))
+
+
+def take_over() -> ClauseElement:
+    return (
+        _runs.update()
+        .where(_this_run(), _r.version == _p("version"))
+        .values(
+            status=_p("running"),
+            lease_owner=_p("owner"),
+            lease_expires_at=_p("expires"),
+            wake_at=sa.null(),
+            version=_r.version + 1,
+            updated_at=_p("now"),
+        )
+    )
+
+
+def finish_run() -> ClauseElement:
+    return (
+        _runs.update()
+        .where(_held())
+        .values(
+            status=_p("status"),
+            output=_p("output"),
+            error=_p("error"),
+            wake_at=_p("wake_at"),
+            lease_owner=sa.null(),
+            lease_expires_at=sa.null(),
+            version=_r.version + 1,
+            updated_at=_p("now"),
+        )
+    )
+
+
+def wake_if_signalled() -> ClauseElement:
+    waiting = sa.select(_s.id).where(_s.run_id == _p("run_id"), _waiting)
+    return _runs.update().where(_this_run(), sa.exists(waiting)).values(wake_at=_p("now"))
+
+
+def wake() -> ClauseElement:
+    return (
+        _runs.update()
+        .where(_this_run())
+        .values(wake_at=_p("now"), version=_r.version + 1, updated_at=_p("now"))
+    )
+
+
+def release() -> ClauseElement:
+    return (
+        _runs.update()
+        .where(_this_run(), _r.lease_owner == _p("owner"))
+        .values(
+            lease_owner=sa.null(),
+            lease_expires_at=sa.null(),
+            version=_r.version + 1,
+            updated_at=_p("now"),
+        )
+    )
+
+
+def cancel_run() -> ClauseElement:
+    unfinished = sa.or_(
+        _r.status == _p("pending"), _r.status == _p("running"), _r.status == _p("paused")
+    )
+    return (
+        _runs.update()
+        .where(_this_run(), unfinished)
+        .values(
+            status=_p("cancelled"),
+            lease_owner=sa.null(),
+            lease_expires_at=sa.null(),
+            wake_at=sa.null(),
+            version=_r.version + 1,
+            updated_at=_p("now"),
+        )
+    )
+
+
+def insert_signal() -> ClauseElement:
+    return _signals.insert().values(
+        run_id=_p("run_id"), name=_p("name"), payload=_p("payload"), sent_at=_p("now")
+    )
+
+
+def consume_signal() -> ClauseElement:
+    oldest = (
+        sa.select(_s.id)
+        .where(_s.run_id == _p("run_id"), _s.name == _p("name"), _waiting)
+        .order_by(_s.id)
+        .limit(1)
+        .scalar_subquery()
+    )
+    return (
+        _signals.update().where(_s.id == oldest).values(consumed_at=_p("now")).returning(_s.payload)
+    )
+
+
+# -- compiled once per store -------------------------------------------------------
+
+
+@final
+class Statements:
+    """
+    Strictly private: the statements of one store, compiled to its driver's SQL text.
+    """
+
+    __slots__ = ("_cache", "_dialect", "_logger")
+
+    def __init__(self, dialect: sa.Dialect, logger: Any) -> None:
+        self._dialect = dialect
+        self._logger = logger  # the engine's logger when echo is on, else None
+        self._cache: dict[tuple[Any, ...], tuple[str, dict[str, Any]]] = {}
+
+    def get(
+        self, build: abc.Callable[..., ClauseElement], args: tuple[Any, ...]
+    ) -> tuple[str, dict[str, Any]]:
+        key = (build, *args)
+        found = self._cache.get(key)
+        if found is None:
+            compiled = build(*args).compile(dialect=self._dialect)
+            text = str(compiled)
+            if "POSTCOMPILE" in text:  # pragma: no cover -- a builder used an expanding IN
+                msg = f"statement {build.__name__} needs values at run time: {text}"
+                raise RuntimeError(msg)
+            defaults = {name: value for name, value in compiled.params.items() if value is not None}
+            found = self._cache[key] = (text, defaults)
+        return found
+
+    def log(self, sql: str, params: abc.Mapping[str, Any]) -> None:
+        if self._logger is not None:
+            self._logger.info("%s\n[systemflow] %r", sql, dict(params))

@@ -1,0 +1,305 @@
+"""
+One operation of ``SqlStateStore`` on its driver's DBAPI cursor: ``Tx``.
+
+It runs the compiled statements of ``_sql_schema``, converts values between
+Python and the database (instants, paths, JSON), and reads rows into records
+and events.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import functools
+import json
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, final
+
+from .._core import RunLocked, RunNotFound, SerializationError
+from ._model import Event, RunRecord, RunStatus
+from ._sql_schema import get_record, get_status, insert_event
+
+if TYPE_CHECKING:
+    from collections import abc
+
+    from sqlalchemy.sql.elements import ClauseElement
+
+    from .._core import FlowError, Path
+    from ._model import NewEvent
+    from ._sql_schema import Statements
+
+_T = TypeVar("_T")
+
+_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MICROSECOND: Final = dt.timedelta(microseconds=1)
+_STATUSES: Final = {status.value: status for status in RunStatus}
+
+# -- values in and out ------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4096)  # a tree has few paths, and they repeat
+def dump_path(path: Path | None) -> str | None:
+    return None if path is None else json.dumps(list(path), separators=(",", ":"))
+
+
+def _load_path(run_id: str, column: str, text: str | None) -> Path | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if isinstance(value, list) and all(type(seg) in (str, int) for seg in value):
+        return tuple(value)
+    msg = (
+        f"run {run_id}: column {column} holds {text!r}, "
+        "which is not a path (a JSON array of strings and integers)"
+    )
+    raise SerializationError(msg, run_id=run_id)
+
+
+def load_json(run_id: str, column: str, text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        msg = f"run {run_id}: column {column} holds invalid JSON ({exc})"
+        raise SerializationError(msg, run_id=run_id) from exc
+
+
+def load_status(run_id: str, value: str) -> RunStatus:
+    try:
+        return _STATUSES[value]
+    except (KeyError, TypeError):
+        msg = f"run {run_id}: column runs.status holds {value!r}, which is not a run status"
+        raise SerializationError(msg, run_id=run_id, type=RunStatus) from None
+
+
+class _Instants(Protocol):
+    def dump(self, value: dt.datetime) -> Any: ...
+
+    def load(self, value: Any) -> dt.datetime: ...
+
+
+@final
+class EpochMicros:
+    """
+    Strictly private: SQLite keeps instants as integer microseconds since the epoch.
+    """
+
+    @staticmethod
+    def dump(value: dt.datetime) -> Any:
+        return (value - _EPOCH) // _MICROSECOND
+
+    @staticmethod
+    def load(value: Any) -> dt.datetime:
+        return _EPOCH + dt.timedelta(microseconds=value)
+
+
+@final
+class Timestamptz:
+    """
+    Strictly private: PostgreSQL keeps instants as ``timestamptz``; read back in UTC.
+    """
+
+    @staticmethod
+    def dump(value: dt.datetime) -> Any:
+        return value
+
+    @staticmethod
+    def load(value: Any) -> dt.datetime:
+        result: dt.datetime = value.astimezone(dt.UTC)
+        return result
+
+
+# -- one transaction --------------------------------------------------------------
+
+
+@final
+class Tx:
+    """
+    Strictly private: one operation of a store, on its driver's DBAPI cursor.
+
+    The connection is in autocommit mode: a statement alone is a transaction
+    of its own, and ``begin`` starts one that spans several.
+    """
+
+    __slots__ = ("_begin", "_cursor", "_open", "_statements", "dialect", "instants")
+
+    def __init__(
+        self,
+        cursor: Any,
+        statements: Statements,
+        instants: _Instants,
+        dialect: str,
+        begin: str,
+    ) -> None:
+        self._cursor = cursor
+        self._statements = statements
+        self._begin = begin  # BEGIN IMMEDIATE on SQLite: writers queue up at the start
+        self._open = False
+        self.instants = instants
+        self.dialect = dialect
+
+    def _command(self, sql: str) -> None:
+        self._statements.log(sql, {})
+        self._cursor.execute(sql)
+
+    def begin(self) -> None:
+        """
+        Start a transaction: what follows, up to the commit, is atomic.
+        """
+        if not self._open:
+            self._command(self._begin)
+            self._open = True
+
+    def commit(self) -> None:
+        """
+        Commit the transaction, if one is open.
+        """
+        if self._open:
+            self._open = False
+            self._command("COMMIT")
+
+    def rollback(self) -> None:
+        """
+        Roll the transaction back, if one is open; errors are left to the caller's own.
+        """
+        if self._open:
+            self._open = False
+            with contextlib.suppress(Exception):  # the database may have rolled back already
+                self._command("ROLLBACK")
+
+    def run(self, op: abc.Callable[[Tx], _T], *, atomic: bool) -> _T:
+        """
+        Run an operation, in one transaction if ``atomic``; roll back if it fails.
+        """
+        if atomic:
+            self.begin()
+        try:
+            result = op(self)
+            self.commit()
+        except BaseException:
+            self.rollback()
+            raise
+        return result
+
+    def _execute(
+        self, build: abc.Callable[..., ClauseElement], params: dict[str, Any], args: tuple[Any, ...]
+    ) -> Any:
+        sql, defaults = self._statements.get(build, args)
+        if defaults:
+            params = defaults | params
+        self._statements.log(sql, params)
+        cursor = self._cursor
+        cursor.execute(sql, params)
+        return cursor
+
+    def rows(
+        self, build: abc.Callable[..., ClauseElement], params: dict[str, Any], *args: Any
+    ) -> list[Any]:
+        """
+        Run a statement; return its rows.
+        """
+        return list(self._execute(build, params, args).fetchall())
+
+    def count(
+        self, build: abc.Callable[..., ClauseElement], params: dict[str, Any], *args: Any
+    ) -> int:
+        """
+        Run a statement; return how many rows it changed.
+        """
+        rowcount: int = self._execute(build, params, args).rowcount
+        return rowcount
+
+    def dump(self, value: dt.datetime | None) -> Any:
+        """
+        Return an instant as the database keeps it.
+        """
+        return None if value is None else self.instants.dump(value)
+
+    def load(self, run_id: str, column: str, value: Any) -> dt.datetime | None:
+        """
+        Return an instant the database kept (or ``None``), as an aware UTC datetime.
+        """
+        return None if value is None else self.instant(run_id, column, value)
+
+    def instant(self, run_id: str, column: str, value: Any) -> dt.datetime:
+        """
+        Return an instant the database kept, as an aware UTC datetime.
+        """
+        try:
+            return self.instants.load(value)
+        except (TypeError, ValueError, OverflowError) as exc:
+            msg = f"run {run_id}: column {column} holds {value!r}, which is not a timestamp"
+            raise SerializationError(msg, run_id=run_id, type=dt.datetime) from exc
+
+    def record(self, row: abc.Sequence[Any]) -> RunRecord:
+        """
+        Return the record of a row of ``_select_record``.
+        """
+        run_id: str = row[0]
+        return RunRecord(
+            id=run_id,
+            name=row[1],
+            status=load_status(run_id, row[2]),
+            input=load_json(run_id, "runs.input", row[3]),
+            output=load_json(run_id, "runs.output", row[4]),
+            error=row[5],
+            fingerprint=row[6],
+            version=row[7],
+            lease_owner=row[8],
+            lease_expires_at=self.load(run_id, "runs.lease_expires_at", row[9]),
+            wake_at=self.load(run_id, "runs.wake_at", row[10]),
+            created_at=self.instant(run_id, "runs.created_at", row[11]),
+            updated_at=self.instant(run_id, "runs.updated_at", row[12]),
+            current_path=_load_path(run_id, "events.path", row[13]),
+        )
+
+    def event(self, row: abc.Sequence[Any]) -> Event:
+        """
+        Return the event of a row of ``get_history``.
+        """
+        seq, run_id, kind, path, data, at = row
+        column = f"events.path (seq {seq})"
+        at = self.instant(run_id, f"events.at (seq {seq})", at)
+        return Event(seq, run_id, kind, _load_path(run_id, column, path), data, at)
+
+    def insert_event(self, run_id: str, event: NewEvent, at: dt.datetime) -> int:
+        """
+        Append one event whatever holds the run; return its sequence number.
+        """
+        params = {
+            "run_id": run_id,
+            "kind": event.kind,
+            "path": dump_path(event.path),
+            "data": event.data,
+            "at": self.instants.dump(at),
+        }
+        seq: int = self.rows(insert_event, params)[0][0]
+        return seq
+
+    def get_record(self, run_id: str) -> RunRecord:
+        """
+        Return a run's record.
+        """
+        rows = self.rows(get_record, {"run_id": run_id})
+        if not rows:
+            raise not_found(run_id)
+        return self.record(rows[0])
+
+    def not_held(self, run_id: str) -> FlowError:
+        """
+        Return the error for a claim that does not hold ``run_id`` (it may not exist).
+        """
+        rows = self.rows(get_status, {"run_id": run_id})
+        if not rows:
+            return not_found(run_id)
+        status = load_status(run_id, rows[0][0])
+        msg = f"run {run_id} is no longer held by this claim ({status.value})"
+        return RunLocked(msg, run_id=run_id)
+
+
+def not_found(run_id: str) -> RunNotFound:
+    msg = f"no run with id {run_id!r}"
+    return RunNotFound(msg, run_id=run_id)
