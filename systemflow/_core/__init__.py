@@ -39,12 +39,23 @@ from ._flow import (
     walk,
 )
 from ._invoke import SKIPPED, WRAPPED, error_fields, invoke, named_error
-from ._journal import COMPENSATED, DECISION, FAILED, SIGNAL, STEP, TIMER, Journal, Recorded
+from ._journal import (
+    COMPENSATED,
+    DECISION,
+    FAILED,
+    IN_BRANCH,
+    SIGNAL,
+    STEP,
+    TIMER,
+    Journal,
+    Recorded,
+)
 
 __all__ = [
     "COMPENSATED",
     "DECISION",
     "FAILED",
+    "IN_BRANCH",
     "SIGNAL",
     "SKIPPED",
     "STEP",

@@ -9,10 +9,14 @@ durable when ``put`` returns).
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol, final
 
 if TYPE_CHECKING:
     from ._flow import Path
+
+IN_BRANCH: ContextVar[bool] = ContextVar("systemflow_in_branch", default=False)
+"""True inside a Parallel branch: siblings may be about to record too (group commit)."""
 
 STEP = "step"
 """A leaf's output."""

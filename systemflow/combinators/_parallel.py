@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, final
 import attrs
 
 from .._core import (
+    IN_BRANCH,
     Child,
     Flow,
     FlowDefinitionError,
@@ -37,6 +38,7 @@ async def _branch(  # noqa: PLR0917 -- private, called once
 ) -> Any:
     # A pause must not cancel the siblings: they finish or pause too, and the
     # Parallel pauses once all of them have.
+    IN_BRANCH.set(True)  # this task's context only: lets the journal batch siblings
     try:
         # A failed non-critical branch yields None, not the shared input.
         if limit is None:

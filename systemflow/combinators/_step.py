@@ -32,6 +32,7 @@ T = TypeVar("T")
 U = TypeVar("U")
 
 _STEP_FORM = "(input) or (ctx, input)"
+_UNKNOWN: Any = object()
 _UNDO_FORM = "(input, output) or (ctx, input, output)"
 
 
@@ -131,6 +132,7 @@ class Step(_Leaf[In, Out]):
     _undo: abc.Callable[..., abc.Awaitable[Any]] | None = attrs.field(
         init=False, eq=False, repr=False
     )
+    _output_type: Any = attrs.field(init=False, eq=False, repr=False, default=_UNKNOWN)
 
     # Overloads so that Step(fn) infers Step[In, Out] from fn's signature.
     @overload
@@ -236,7 +238,11 @@ class Step(_Leaf[In, Out]):
         """
         The function's annotated return type: what a journaled output is read back as.
         """
-        return return_type(self.fn)
+        # Resolved on first use (annotations may name classes defined after the
+        # step), then kept: resolving costs microseconds, per step per resume.
+        if self._output_type is _UNKNOWN:
+            object.__setattr__(self, "_output_type", return_type(self.fn))
+        return self._output_type
 
     def __repr__(self) -> str:
         return node_repr(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, final
 
-from .._core import COMPENSATED, DECISION, FAILED, SIGNAL, STEP, TIMER, Recorded
+from .._core import COMPENSATED, DECISION, FAILED, IN_BRANCH, SIGNAL, STEP, TIMER, Recorded
 from ._model import NewEvent
 
 if TYPE_CHECKING:
@@ -85,9 +85,10 @@ class RunJournal:
         data = self._codec.dumps(value, path=path, run_id=self._run_id)
         pending = _Pending(NewEvent(kind, path, data))
         self._queue.append(pending)
-        # Let concurrent branches queue their records too, then write what has
-        # queued in one transaction: 1,000 Parallel branches, a few commits.
-        await asyncio.sleep(0)
+        if IN_BRANCH.get():
+            # Let sibling branches queue their records too, then write what has
+            # queued in one transaction: 1,000 Parallel branches, a few commits.
+            await asyncio.sleep(0)
         async with self._lock:
             if pending.seq is None and pending.error is None:
                 await self._flush()
