@@ -26,8 +26,8 @@ when stored too (``allow_nan=False``): NaN and infinities are not JSON, and a
 NaN input would never equal itself. Text is ASCII, compact.
 
 Whatever fails, on the way in or out, is a ``SerializationError`` naming the
-node's path, the run and the type. Nothing here uses pickle, eval or exec, or
-imports a name read from the data.
+node's path, the run and the type. Nothing read back is unpickled, evaluated or
+executed, and no name read from the data is ever imported.
 """
 
 from __future__ import annotations
