@@ -565,3 +565,14 @@ def _format_exception(exc: BaseException, type_: Any) -> str:
 
 
 # --- annotations ----------------------------------------------------------------
+
+
+def encode_payload(run_id: str, signal: str, payload: Any) -> str:
+    """
+    Encode a signal's payload as JSON text, or fail naming the run and signal.
+    """
+    try:
+        return Codec.shared().dumps(payload, path=(), run_id=run_id)
+    except SerializationError as exc:
+        msg = f"signal {signal!r} for run {run_id}: {exc}"
+        raise SerializationError(msg, run_id=run_id, type=type(payload)) from exc

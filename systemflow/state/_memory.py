@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any, final
 
 import attrs
 
-from .._core import SIGNAL, RunExists, RunFinished, RunLocked, RunNotFound, SerializationError
+from .._core import SIGNAL, RunExists, RunFinished, RunLocked, RunNotFound
+from ._codec import encode_payload
 from ._model import (
     CANCELLED,
     RESUMED,
@@ -32,19 +33,6 @@ if TYPE_CHECKING:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def encode_payload(run_id: str, signal: str, payload: Any) -> str:
-    """
-    Encode a signal's payload as JSON text, or fail naming the run and signal.
-    """
-    from ._codec import Codec  # noqa: PLC0415 -- the codec builds a converter
-
-    try:
-        return Codec.shared().dumps(payload, path=(), run_id=run_id)
-    except SerializationError as exc:
-        msg = f"signal {signal!r} for run {run_id}: {exc}"
-        raise SerializationError(msg, run_id=run_id, type=type(payload)) from exc
 
 
 def plain(text: str | None) -> Any:

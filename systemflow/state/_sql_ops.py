@@ -9,7 +9,7 @@ import json
 from typing import TYPE_CHECKING, Any, Final
 
 from .._core import SIGNAL, RunExists, RunFinished, RunLocked
-from ._memory import encode_payload
+from ._codec import encode_payload
 from ._model import CANCELLED, RESUMED, SIGNALLED, STARTED, Event, NewEvent, RunRecord, RunStatus
 from ._sql_schema import (
     append_events,
