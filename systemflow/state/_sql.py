@@ -26,7 +26,13 @@ How it is built, and why:
   A checkpoint needs none, because ``append`` is one statement:
   ``INSERT ... SELECT ... WHERE EXISTS`` (the run is held by this claim)
   ``RETURNING seq``. On PostgreSQL that is one round trip where a plain
-  INSERT and COMMIT take three.
+  INSERT and COMMIT take three; starting a run (the run's row and its first
+  event) and finishing it (the new status and its event) are one statement
+  each there too, data-modifying ``WITH`` queries. ``finish`` reads the
+  record back from ``UPDATE ... RETURNING``.
+- Indexes cost a page write each at every change: the runs table is keyed by
+  its id alone (``WITHOUT ROWID`` on SQLite), and a worker finds due runs
+  through partial indexes that hold only the runs in one status.
 - ``append`` renews the lease once less than half of it is left: its condition
   also asks for that much lease; when it fails, an ``UPDATE`` renews the lease
   (or finds that the claim lost the run) and the insert runs again, in one
@@ -53,6 +59,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, final
 
 import sqlalchemy as sa
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.util import greenlet_spawn
 
 from ._sql_ops import (
     append,
@@ -162,18 +169,19 @@ class _PostgresDriver:
                     await conn.run_sync(metadata.create_all, checkfirst=True)
             self._ready = True
 
-    def _call(self, conn: sa.Connection, op: abc.Callable[[Tx], _T], atomic: bool) -> _T:
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        tx = Tx(cursor, self._statements, Timestamptz, "postgresql", "BEGIN")
-        return tx.run(op, atomic=atomic)
+    def _call(self, op: abc.Callable[[Tx], _T], atomic: bool) -> _T:
+        with self._engine.sync_engine.connect() as conn:
+            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            tx = Tx(cursor, self._statements, Timestamptz, "postgresql", "BEGIN")
+            return tx.run(op, atomic=atomic)
 
     async def run(self, op: abc.Callable[[Tx], _T], *, atomic: bool) -> _T:
         if not self._ready:
             await self._create_schema()
-        # The whole operation in one run_sync: each await of the asyncio
-        # engine's API is a greenlet switch, and engine.begin() would add three.
-        async with self._engine.connect() as conn:
-            return await conn.run_sync(self._call, op, atomic)
+        # The whole operation, checkout and return of the connection included,
+        # in one greenlet: each await of the asyncio engine's own API is a
+        # greenlet switch (connect, run_sync and close would be three).
+        return await greenlet_spawn(self._call, op, atomic)
 
     async def close(self) -> None:
         await self._engine.dispose()
@@ -270,7 +278,7 @@ class SqlStateStore:
                 claim=claim,
                 started_data=started_data,
             ),
-            atomic=True,
+            atomic=False,  # one statement on PostgreSQL; create_run begins on SQLite
         )
 
     async def claim_run(
@@ -342,7 +350,7 @@ class SqlStateStore:
                 error=error,
                 wake_at=wake_at,
             ),
-            atomic=True,
+            atomic=False,  # one statement on PostgreSQL, unless pausing; finish begins if not
         )
 
     async def heartbeat(self, run_id: str, *, claim: Claim) -> None:

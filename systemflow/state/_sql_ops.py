@@ -8,6 +8,8 @@ import datetime as dt
 import json
 from typing import TYPE_CHECKING, Any, Final
 
+import attrs
+
 from .._core import SIGNAL, RunExists, RunFinished, RunLocked
 from ._codec import encode_payload
 from ._model import CANCELLED, RESUMED, SIGNALLED, STARTED, Event, NewEvent, RunRecord, RunStatus
@@ -16,10 +18,12 @@ from ._sql_schema import (
     cancel_run,
     consume_signal,
     finish_run,
+    finish_run_with_event,
     get_history,
     get_lease,
     get_status,
     insert_run,
+    insert_run_started,
     insert_signal,
     list_records,
     lock_run,
@@ -69,10 +73,17 @@ def create_run(
         "expires": tx.dump(expires),
         "now": tx.dump(now),
     }
-    if not tx.count(insert_run, params, tx.dialect):
+    data = started_data or input_json
+    if tx.dialect == "postgresql":  # one statement: one round trip, no transaction
+        created = bool(tx.rows(insert_run_started, params | {"kind": STARTED, "data": data}))
+    else:
+        tx.begin()
+        created = bool(tx.count(insert_run, params, tx.dialect))
+        if created:
+            tx.insert_event(run_id, NewEvent(STARTED, data=data), now)
+    if not created:
         msg = f"a run with id {run_id!r} exists"
         raise RunExists(msg, run_id=run_id)
-    tx.insert_event(run_id, NewEvent(STARTED, data=started_data or input_json), now)
     return RunRecord(
         id=run_id,
         name=name,
@@ -199,14 +210,29 @@ def finish(
         "wake_at": tx.dump(wake_at),
         "now": tx.dump(now),
     }
-    if not tx.count(finish_run, params):
-        raise tx.not_held(run_id)
-    if status is RunStatus.PAUSED:
+    if tx.dialect == "postgresql" and status is not RunStatus.PAUSED:
+        # One statement: one round trip, no transaction.
+        event_params = {"kind": event.kind, "path": dump_path(event.path), "data": event.data}
+        rows = tx.rows(finish_run_with_event, params | event_params)
+        if not rows:
+            raise tx.not_held(run_id)
+        record = tx.record(rows[0])
+    else:
+        tx.begin()
+        rows = tx.rows(finish_run, params)
+        if not rows:
+            raise tx.not_held(run_id)
+        record = tx.record(rows[0])
         # A statement of its own, after the row is locked: on PostgreSQL it then
         # sees every signal committed before (see ``deliver_signal``).
-        tx.count(wake_if_signalled, {"run_id": run_id, "now": tx.dump(now)})
-    tx.insert_event(run_id, event, now)
-    return tx.get_record(run_id)
+        if status is RunStatus.PAUSED and tx.count(
+            wake_if_signalled, {"run_id": run_id, "now": tx.dump(now)}
+        ):
+            record = attrs.evolve(record, wake_at=now)
+        tx.insert_event(run_id, event, now)
+    if event.path is not None:  # the newest event with a path, as get() would read it
+        record = attrs.evolve(record, current_path=event.path)
+    return record
 
 
 def heartbeat(tx: Tx, run_id: str, claim: Claim) -> None:

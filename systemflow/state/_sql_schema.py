@@ -40,10 +40,25 @@ _runs = sa.Table(
     sa.Column("wake_at", _INSTANT),
     sa.Column("created_at", _INSTANT, nullable=False),
     sa.Column("updated_at", _INSTANT, nullable=False),
-    sa.Index("ix_runs_status_wake_at", "status", "wake_at"),
-    sa.Index("ix_runs_status_lease_expires_at", "status", "lease_expires_at"),
-    sa.Index("ix_runs_name_status_created_at", "name", "status", "created_at"),
+    # The run's id is its key: on SQLite the table is that key's b-tree, one
+    # b-tree less to write at every change of a run.
+    sqlite_with_rowid=False,
 )
+_r = _runs.c
+
+
+def _partial_index(name: str, column: sa.Column[Any], status: str) -> None:
+    # Runs a worker looks for, by the instant they are due. A partial index
+    # holds only the runs in one status: a change of status writes one entry
+    # at most, and finished runs (most of the table) are in none.
+    where = sa.and_(_r.status == sa.literal_column(f"'{status}'"), column.is_not(None))
+    sa.Index(name, column, sqlite_where=where, postgresql_where=where)
+
+
+_partial_index("ix_runs_leases", _r.lease_expires_at, "running")  # expired leases
+_partial_index("ix_runs_wake", _r.wake_at, "paused")  # due timers, delivered signals
+_partial_index("ix_runs_pending", _r.created_at, "pending")  # new runs, oldest first
+sa.Index("ix_runs_name_created_at", _r.name, _r.created_at)  # listing, newest first
 
 _events = sa.Table(
     "events",
@@ -83,7 +98,6 @@ sa.Index(
 # does not know of); constants such as the status 'running' are parameters too.
 
 _p = sa.bindparam
-_r = _runs.c
 _e = _events.c
 _s = _signals.c
 _EVENT_COLUMNS = (_e.seq, _e.run_id, _e.kind, _e.path, _e.data, _e.at)
@@ -112,15 +126,19 @@ def _held() -> sa.ColumnElement[bool]:
     return sa.and_(_this_run(), _r.lease_owner == _p("owner"), _r.status == _p("running"))
 
 
-def _select_record(*where: sa.ColumnElement[bool]) -> sa.Select[Any]:
-    current_path = (
+def _current_path() -> sa.ScalarSelect[Any]:
+    # The path of the run's newest event that has one.
+    return (
         sa.select(_e.path)
         .where(_e.run_id == _r.id, _e.path.is_not(None))
         .order_by(_e.seq.desc())
         .limit(1)
         .scalar_subquery()
     )
-    return sa.select(*_RECORD_COLUMNS, current_path).where(*where)
+
+
+def _select_record(*where: sa.ColumnElement[bool]) -> sa.Select[Any]:
+    return sa.select(*_RECORD_COLUMNS, _current_path()).where(*where)
 
 
 def get_record() -> ClauseElement:
@@ -171,6 +189,23 @@ def insert_run(dialect: str) -> ClauseElement:
             updated_at=_p("now"),
         )
         .on_conflict_do_nothing(index_elements=[_r.id])
+    )
+
+
+def insert_run_started() -> ClauseElement:
+    # PostgreSQL: the run and its first event in one statement, one round trip.
+    run = insert_run("postgresql").returning(_r.id).cte("new_run")  # type: ignore[attr-defined]
+    first = sa.select(
+        run.c.id,
+        _p("kind", type_=sa.Text),
+        sa.null(),
+        _p("data", type_=sa.Text),
+        _p("now", type_=_INSTANT),
+    )
+    return (
+        _events.insert()
+        .from_select(["run_id", "kind", "path", "data", "at"], first)
+        .returning(_e.seq)
     )
 
 
@@ -241,7 +276,27 @@ def finish_run() -> ClauseElement:
             version=_r.version + 1,
             updated_at=_p("now"),
         )
+        .returning(*_RECORD_COLUMNS, _current_path().label("current_path"))
     )
+
+
+def finish_run_with_event() -> ClauseElement:
+    # PostgreSQL: the run's new status and its event in one statement, one round trip.
+    done = finish_run().cte("done")  # type: ignore[attr-defined]
+    event = sa.select(
+        done.c.id,
+        _p("kind", type_=sa.Text),
+        _p("path", type_=sa.Text),
+        _p("data", type_=sa.Text),
+        _p("now", type_=_INSTANT),
+    )
+    added = (
+        _events.insert()
+        .from_select(["run_id", "kind", "path", "data", "at"], event)
+        .returning(_e.seq)
+        .cte("added")
+    )
+    return sa.select(*done.c).where(sa.exists(sa.select(added.c.seq)))
 
 
 def wake_if_signalled() -> ClauseElement:

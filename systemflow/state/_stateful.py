@@ -85,6 +85,7 @@ class Stateful(Node[Any, Any]):
     clock: Clock = attrs.field(default=SYSTEM_CLOCK, kw_only=True, eq=False)
     children: tuple[Child, ...] = attrs.field(init=False, eq=False, repr=False)
     _shape: list[str] = attrs.field(init=False, eq=False, repr=False)
+    _shape_json: str = attrs.field(init=False, eq=False, repr=False)
     _fingerprint: str = attrs.field(init=False, eq=False, repr=False)
 
     def __init__(
@@ -113,6 +114,7 @@ class Stateful(Node[Any, Any]):
         lines = shape(inner)
         object.__setattr__(self, "children", ((None, inner),))
         object.__setattr__(self, "_shape", lines)
+        object.__setattr__(self, "_shape_json", json.dumps(lines, separators=(",", ":")))
         object.__setattr__(self, "_fingerprint", fingerprint(lines))
 
     @property
@@ -155,10 +157,8 @@ class Stateful(Node[Any, Any]):
                 input_json=input_json,
                 fingerprint=self._fingerprint,
                 claim=claim,
-                started_data=json.dumps(
-                    {"input": json.loads(input_json), "shape": self._shape},
-                    separators=(",", ":"),
-                ),
+                # {"input": ..., "shape": [...]}: both are JSON text already.
+                started_data=f'{{"input":{input_json},"shape":{self._shape_json}}}',
             )
         except RunExists:
             existing = await self.store.get(run_id)
