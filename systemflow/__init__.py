@@ -3,7 +3,7 @@ systemflow: business flows as trees of small, composable flow objects.
 
 Build a tree from leaves (``Step``, ``Call``) and combinators (``Sequence``,
 ``Conditional``, ``Parallel``, ``Compensatable``, ``Assign``, ``Instrumented``),
-then run it with ``execute`` (async) or ``run`` (sync).
+then run it with ``execute`` (async) or ``run`` (sync); draw it with ``to_mermaid``.
 """
 
 from importlib.metadata import PackageNotFoundError
@@ -46,6 +46,7 @@ from .combinators import (
     WaitForSignal,
     step,
 )
+from .diagrams import to_mermaid
 from .instrumentation import Instrumented
 from .state import Stateful
 
@@ -88,6 +89,7 @@ __all__ = [
     "execute",
     "run",
     "step",
+    "to_mermaid",
     "walk",
 ]
 

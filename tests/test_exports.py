@@ -8,7 +8,7 @@ CONTRACT = {
     "Compensatable", "Instrumented", "walk", "FlowContext", "execute", "run",
     "FlowError", "StepFailed", "CompensationFailed", "FlowPaused", "FlowVersionMismatch",
     "RunLocked", "RunNotFound", "SerializationError", "FlowTimeout", "Flow",
-    "Stateful", "WaitForSignal", "Sleep",
+    "Stateful", "WaitForSignal", "Sleep", "to_mermaid",
 }  # fmt: skip
 STATE_CONTRACT = {"InMemoryStateStore", "SqlStateStore", "RunStatus", "RunRecord"}
 
@@ -109,6 +109,19 @@ class TestLayering:
         }
 
         assert {} == {m: n for m, n in offenders.items() if n}
+
+    def test_diagrams_sit_above_the_core(self):
+        """Diagrams may use the layers below them; none of those imports diagrams."""
+        users = {
+            module
+            for package in ("_core", "combinators", "state", "instrumentation")
+            for module, names in _imports(PACKAGE / package).items()
+            if any(n.startswith("systemflow.diagrams") for n in names)
+        }
+        diagrams = set().union(*_imports(PACKAGE / "diagrams").values())
+
+        assert set() == users
+        assert {"systemflow._core", "systemflow.combinators"} <= diagrams
 
     def test_layering_check_sees_relative_imports(self):
         """The import scanner resolves relative imports, so the check above can fail."""
