@@ -4,7 +4,8 @@ Shared fixtures: a real OpenTelemetry SDK with in-memory exporters, and a fake c
 
 from __future__ import annotations
 
-import datetime as dt
+import sys
+from typing import TYPE_CHECKING
 
 import pytest
 from opentelemetry import metrics, trace
@@ -13,6 +14,17 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+if TYPE_CHECKING:
+    from systemflow.testing import FakeClock
+
+# Pytest imports the systemflow plugin (a pytest11 entry point) before
+# pytest-cov starts measuring, and importing systemflow.testing._plugin imports
+# the whole package first. Forget those modules, so that the tests import them
+# again while coverage measures. Nothing imported systemflow above; the plugin
+# imports it only inside its fixtures, so it picks up the new modules too.
+for _name in [n for n in sys.modules if n == "systemflow" or n.startswith("systemflow.")]:
+    del sys.modules[_name]
 
 # The global providers can be set once per process, so the whole session
 # shares one SDK; the fixtures below clear what a test saw before it.
@@ -36,23 +48,8 @@ def _metric_reader() -> InMemoryMetricReader:
     return _METRICS
 
 
-class FakeClock:
-    """
-    A clock that records sleeps and advances instead of waiting.
-    """
-
-    def __init__(self) -> None:
-        self.current = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-        self.sleeps: list[float] = []
-
-    def now(self) -> dt.datetime:
-        return self.current
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.current += dt.timedelta(seconds=seconds)
-
-
 @pytest.fixture(name="clock")
 def _clock() -> FakeClock:
+    from systemflow.testing import FakeClock
+
     return FakeClock()
