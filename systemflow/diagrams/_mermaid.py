@@ -91,15 +91,21 @@ def _leaf_notes(node: Flow[Any, Any]) -> list[str]:
 
 
 def _box_heading(node: Flow[Any, Any], path: Path) -> str | None:
-    # The title of the box a named Sequence, an Assign or a Compensatable is drawn in.
+    # The title of the box a named Sequence, an Assign or a Compensatable is
+    # drawn in: its name (the root's too, though not a segment), and what it is.
+    mark = ""
     if isinstance(node, Sequence):
-        return None if node.name is None else f"{node.name} (sequence)"
-    if isinstance(node, Assign):
-        return f"{_heading(path, describe(node))[0]} (assign {', '.join(node.keys)})"
-    if isinstance(node, Compensatable):
-        heading = _heading(path, describe(node))[0]
-        return f"↩ {heading} (compensatable: undone on failure)"
-    return None
+        if node.name is None:
+            return None
+        kind = "sequence"
+    elif isinstance(node, Assign):
+        kind = f"assign {', '.join(node.keys)}"
+    elif isinstance(node, Compensatable):
+        mark, kind = "↩ ", "compensatable (undone on failure)"
+    else:
+        return None
+    segment = path[-1] if path else getattr(node, "name", None)
+    return mark + (f"{segment}: {kind}" if isinstance(segment, str) else kind)
 
 
 @final

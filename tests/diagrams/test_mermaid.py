@@ -106,7 +106,7 @@ class TestShapes:
 
         title, parents = d.subgraphs["n__order"]
         assert () == parents
-        assert "↩ order (compensatable: undone on failure)" == title
+        assert "↩ order: compensatable (undone on failure)" == title
         assert ("n__order",) == d.nodes["n__order__reserve"].subgraphs
         assert ("n__order",) == d.nodes["n__order__1"].subgraphs
         [undo] = d.out("n__order__reserve", dashed=True)
@@ -166,7 +166,7 @@ class TestShapes:
 
         title, _ = d.subgraphs["n___instrumented"]
         assert "◉ instrumented, every node below: work" == title
-        assert "work (sequence)" == d.subgraphs["n"][0]
+        assert "work: sequence" == d.subgraphs["n"][0]
         assert ("n___instrumented", "n") == d.nodes["n__0"].subgraphs
 
     def test_stateful_is_marked_durable(self):
@@ -184,7 +184,7 @@ class TestShapes:
 
         d = draw(sf.Step(dict) >> assign)
 
-        assert ("calc (assign total, check)", ()) == d.subgraphs["n__calc"]
+        assert ("calc: assign total, check", ()) == d.subgraphs["n__calc"]
         assert "total: inc" == d.nodes["n__calc__total"].text
         assert "check: positive?" == d.nodes["n__calc__check"].text
 
