@@ -48,7 +48,7 @@ from .combinators import (
 )
 from .diagrams import to_mermaid
 from .instrumentation import Instrumented
-from .state import Stateful
+from .state import Stateful, Worker
 
 try:
     __version__ = _version("systemflow")
@@ -86,6 +86,7 @@ __all__ = [
     "StepFailed",
     "SystemClock",
     "WaitForSignal",
+    "Worker",
     "execute",
     "run",
     "step",

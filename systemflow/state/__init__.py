@@ -8,6 +8,7 @@ from ._model import Event, RunRecord, RunStatus
 from ._sql import SqlStateStore
 from ._stateful import Stateful
 from ._store import StateStore
+from ._worker import Worker
 
 __all__ = [
     "Event",
@@ -17,6 +18,7 @@ __all__ = [
     "SqlStateStore",
     "StateStore",
     "Stateful",
+    "Worker",
 ]
 
 publish(globals(), "systemflow.state")

@@ -9,6 +9,7 @@ restarted after a crash resumes its runs without waiting for leases to expire.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import uuid
@@ -67,3 +68,25 @@ def is_dead(owner: str) -> bool:
     except PermissionError:
         return False  # exists, owned by someone else
     return ticks not in ("-", _start_ticks(pid))
+
+
+def check_tenant(tenant: object) -> str:
+    """
+    Return ``tenant`` if it is a usable tenant id (a non-empty string).
+    """
+    if isinstance(tenant, str) and tenant:
+        return tenant
+    msg = f"a tenant id is a non-empty string, not {tenant!r}"
+    raise ValueError(msg)
+
+
+def abandoned(run_id: str, attempts: int) -> tuple[str, str]:
+    """
+    Return the error of a run whose claims kept dying, and its event's data.
+    """
+    error = (
+        f"run {run_id} abandoned: its last {attempts} claims ended without a checkpoint "
+        "of its end (the process running it died each time)"
+    )
+    data = json.dumps({"error": error, "error_type": "RunAbandoned", "attempts": attempts})
+    return error, data

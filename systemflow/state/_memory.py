@@ -4,6 +4,9 @@ InMemoryStateStore: the state store for tests and single-process use.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import copy
 import datetime as dt
 import itertools
 import json
@@ -13,7 +16,9 @@ import attrs
 
 from .._core import SIGNAL, RunExists, RunFinished, RunLocked, RunNotFound
 from ._codec import encode_payload
+from ._lease import abandoned, check_tenant
 from ._model import (
+    ABANDONED,
     CANCELLED,
     RESUMED,
     SIGNALLED,
@@ -69,18 +74,36 @@ class InMemoryStateStore:
     def __init__(self) -> None:
         self._runs: dict[str, _Run] = {}
         self._seq = itertools.count(1)
+        self._tenant: str | None = None
+        self._wakeup = asyncio.Event()  # set by signals, new pending runs, hand-backs
 
     def __repr__(self) -> str:
-        return f"InMemoryStateStore(runs={len(self._runs)})"
+        scope = "" if self._tenant is None else f", tenant={self._tenant!r}"
+        return f"InMemoryStateStore(runs={len(self._runs)}{scope})"
+
+    @property
+    def tenant(self) -> str | None:
+        """
+        The tenant whose runs this store sees (``None``: every run).
+        """
+        return self._tenant
+
+    def for_tenant(self, tenant: str) -> InMemoryStateStore:
+        """
+        Return a view of this store that sees and makes the runs of ``tenant`` only.
+        """
+        scoped = copy.copy(self)
+        scoped._tenant = check_tenant(tenant)  # noqa: SLF001 -- our own class
+        return scoped
 
     # -- helpers ---------------------------------------------------------------
 
     def _run(self, run_id: str) -> _Run:
-        try:
-            return self._runs[run_id]
-        except KeyError:
+        run = self._runs.get(run_id)
+        if run is None or (self._tenant is not None and run.record.tenant != self._tenant):
             msg = f"no run with id {run_id!r}"
             raise RunNotFound(msg, run_id=run_id) from None
+        return run
 
     def _held(self, run_id: str, claim: Claim) -> _Run:
         run = self._run(run_id)
@@ -119,11 +142,11 @@ class InMemoryStateStore:
         name: str,
         input_json: str,
         fingerprint: str,
-        claim: Claim,
+        claim: Claim | None,
         started_data: str | None = None,
     ) -> RunRecord:
         """
-        Record a new run, running under ``claim``, with its ``started`` event.
+        Record a new run with its ``started`` event: running under ``claim``, or pending.
         """
         if run_id in self._runs:
             msg = f"a run with id {run_id!r} exists"
@@ -133,18 +156,21 @@ class InMemoryStateStore:
             RunRecord(
                 id=run_id,
                 name=name,
-                status=RunStatus.RUNNING,
+                status=RunStatus.PENDING if claim is None else RunStatus.RUNNING,
                 input=input_json,
                 created_at=now,
                 updated_at=now,
                 fingerprint=fingerprint,
                 version=1,
-                lease_owner=claim.owner,
-                lease_expires_at=claim.expires(now),
+                lease_owner=None if claim is None else claim.owner,
+                lease_expires_at=None if claim is None else claim.expires(now),
+                tenant=self._tenant,
             )
         )
         self._runs[run_id] = run
         self._append(run, [NewEvent(STARTED, data=started_data or input_json)])
+        if claim is None:
+            self._wakeup.set()
         return self._view(run)
 
     async def claim_run(
@@ -168,15 +194,55 @@ class InMemoryStateStore:
         ):
             msg = f"run {run_id} is held by {rec.lease_owner} until {rec.lease_expires_at}"
             raise RunLocked(msg, run_id=run_id)
+        return self._take_over(run, claim, now)
+
+    def _take_over(
+        self, run: _Run, claim: Claim, now: dt.datetime
+    ) -> tuple[RunRecord, list[Event]]:
         self._update(
             run,
             status=RunStatus.RUNNING,
             lease_owner=claim.owner,
             lease_expires_at=claim.expires(now),
             wake_at=None,
+            attempts=run.record.attempts + 1,
         )
         self._append(run, [NewEvent(RESUMED)])
         return self._view(run), list(run.events)
+
+    async def claim_due(
+        self, names: abc.Collection[str], *, claims: abc.Sequence[Claim], max_attempts: int
+    ) -> list[tuple[Claim, RunRecord, list[Event]]]:
+        """
+        Claim up to ``len(claims)`` due runs of these names, one claim each.
+        """
+        now = _now()
+        due = [run for run in self._runs.values() if run.record.name in names and _due(run, now)]
+        due = [run for run in due if self._tenant in (None, run.record.tenant)]
+        claimed = []
+        for run, claim in zip(due, claims, strict=False):
+            if run.record.attempts >= max_attempts:
+                error, data = abandoned(run.record.id, run.record.attempts)
+                self._update(
+                    run,
+                    status=RunStatus.FAILED,
+                    error=error,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    wake_at=None,
+                )
+                self._append(run, [NewEvent(ABANDONED, data=data)])
+                continue
+            claimed.append((claim, *self._take_over(run, claim, now)))
+        return claimed
+
+    async def wait_for_work(self, within: float) -> None:
+        """
+        Return when a run may have become due, or after ``within`` seconds.
+        """
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), within)
+        self._wakeup.clear()
 
     async def append(
         self, run_id: str, events: abc.Sequence[NewEvent], *, claim: Claim
@@ -212,13 +278,15 @@ class InMemoryStateStore:
         output_json: str | None = None,
         error: str | None = None,
         wake_at: dt.datetime | None = None,
+        signals: abc.Collection[str] = (),
     ) -> RunRecord:
         """
         End a claim: set the status, release the lease.
         """
         run = self._held(run_id, claim)
-        if status is RunStatus.PAUSED and any(True for _ in run.signals):
-            wake_at = _now()  # a signal already waits: due at once
+        if status is RunStatus.PAUSED and any(name in signals for name, _ in run.signals):
+            wake_at = _now()  # a signal it waits for is here: due at once
+            self._wakeup.set()
         self._update(
             run,
             status=status,
@@ -227,6 +295,7 @@ class InMemoryStateStore:
             wake_at=wake_at,
             lease_owner=None,
             lease_expires_at=None,
+            attempts=0,
         )
         self._append(run, [event])
         return self._view(run)
@@ -244,7 +313,9 @@ class InMemoryStateStore:
         """
         run = self._run(run_id)
         if run.record.lease_owner == claim.owner:
-            self._update(run, lease_owner=None, lease_expires_at=None)
+            # Expired at once: due for the next worker (claim_due).
+            self._update(run, lease_owner=None, lease_expires_at=_now(), attempts=0)
+            self._wakeup.set()
 
     async def signal(self, run_id: str, signal: str, payload: Any) -> None:
         """
@@ -260,6 +331,7 @@ class InMemoryStateStore:
         self._append(run, [NewEvent(SIGNALLED, data=json.dumps({"signal": signal}))])
         if status is RunStatus.PAUSED:
             self._update(run, wake_at=_now())
+            self._wakeup.set()
 
     async def cancel(self, run_id: str) -> RunRecord:
         """
@@ -302,7 +374,8 @@ class InMemoryStateStore:
         runs = [
             run
             for run in self._runs.values()
-            if (name is None or run.record.name == name)
+            if self._tenant in (None, run.record.tenant)
+            and (name is None or run.record.name == name)
             and (status is None or run.record.status is status)
         ]
         runs.sort(key=lambda run: (run.record.created_at, run.record.id), reverse=True)
@@ -312,3 +385,16 @@ class InMemoryStateStore:
         """
         Nothing to release.
         """
+
+
+def _due(run: _Run, now: dt.datetime) -> bool:
+    rec = run.record
+    if rec.status is RunStatus.PENDING:
+        return True
+    if rec.status is RunStatus.PAUSED:
+        return rec.wake_at is not None and rec.wake_at <= now
+    return (
+        rec.status is RunStatus.RUNNING
+        and rec.lease_expires_at is not None
+        and rec.lease_expires_at < now
+    )

@@ -62,6 +62,10 @@ class RunRecord:
         lease_owner: Who holds the run now, if anyone.
         lease_expires_at: Until when the lease holds.
         wake_at: When a paused run is due (timer due, or signal delivered).
+        tenant: Whose run it is, if the store is shared by tenants
+            (``store.for_tenant``).
+        attempts: Claims since the run last paused or finished; a run whose
+            claims keep dying is failed by workers after ``max_attempts``.
 
     .. versionadded:: 0.1.0
     """
@@ -80,6 +84,8 @@ class RunRecord:
     lease_owner: str | None = None
     lease_expires_at: dt.datetime | None = None
     wake_at: dt.datetime | None = None
+    tenant: str | None = None
+    attempts: int = 0
 
 
 @final
@@ -148,6 +154,7 @@ class Claim:
 # Event kinds of the run's own life (the journal kinds come from the core).
 STARTED = "started"
 RESUMED = "resumed"
+ABANDONED = "abandoned"  # a worker gave up on a run whose claims kept dying
 SIGNALLED = "signalled"
 PAUSED = "paused"
 COMPLETED = "completed"

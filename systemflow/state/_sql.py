@@ -52,6 +52,8 @@ How it is built, and why:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import copy
 import threading
 import zlib
 from pathlib import Path as FilePath
@@ -61,9 +63,11 @@ import sqlalchemy as sa
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.util import greenlet_spawn
 
+from ._lease import check_tenant
 from ._sql_ops import (
     append,
     cancel,
+    claim_due,
     claim_run,
     create_run,
     deliver_signal,
@@ -74,14 +78,14 @@ from ._sql_ops import (
     release_run,
     take_signal,
 )
-from ._sql_schema import Statements, metadata
+from ._sql_schema import NOTIFY_CHANNEL, Statements, metadata
 from ._sql_tx import EpochMicros, Timestamptz, Tx
 
 if TYPE_CHECKING:
     import datetime as dt
     from collections import abc
 
-    from sqlalchemy.ext.asyncio import AsyncEngine
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
     from .._core import Path
     from ._model import Claim, Event, NewEvent, RunRecord, RunStatus
@@ -97,7 +101,11 @@ _SCHEMA_LOCK: Final = zlib.crc32(b"systemflow.state schema")  # pg_advisory_xact
 
 
 class _Driver(Protocol):
-    async def run(self, op: abc.Callable[[Tx], _T], *, atomic: bool) -> _T: ...
+    async def run(self, op: abc.Callable[[Tx], _T], *, atomic: bool, tenant: str | None) -> _T: ...
+
+    def joined(
+        self, connection: sa.Connection, op: abc.Callable[[Tx], _T], tenant: str | None
+    ) -> _T: ...
 
     async def close(self) -> None: ...
 
@@ -126,11 +134,20 @@ class _SqliteDriver:
         self._cursor = self._connection.cursor()
         return self._cursor
 
-    async def run(self, op: abc.Callable[[Tx], _T], *, atomic: bool) -> _T:
+    async def run(self, op: abc.Callable[[Tx], _T], *, atomic: bool, tenant: str | None) -> _T:
         with self._lock:
             cursor = self._cursor if self._cursor is not None else self._open()
-            tx = Tx(cursor, self._statements, EpochMicros, "sqlite", "BEGIN IMMEDIATE")
+            tx = Tx(
+                cursor, self._statements, EpochMicros, "sqlite", "BEGIN IMMEDIATE", tenant=tenant
+            )
             return tx.run(op, atomic=atomic)
+
+    def joined(
+        self, connection: sa.Connection, op: abc.Callable[[Tx], _T], tenant: str | None
+    ) -> _T:
+        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        tx = Tx(cursor, self._statements, EpochMicros, "sqlite", "", tenant=tenant, joined=True)
+        return tx.run(op, atomic=False)
 
     async def close(self) -> None:
         with self._lock:
@@ -169,19 +186,26 @@ class _PostgresDriver:
                     await conn.run_sync(metadata.create_all, checkfirst=True)
             self._ready = True
 
-    def _call(self, op: abc.Callable[[Tx], _T], atomic: bool) -> _T:
+    def _call(self, op: abc.Callable[[Tx], _T], atomic: bool, tenant: str | None) -> _T:
         with self._engine.sync_engine.connect() as conn:
             cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-            tx = Tx(cursor, self._statements, Timestamptz, "postgresql", "BEGIN")
+            tx = Tx(cursor, self._statements, Timestamptz, "postgresql", "BEGIN", tenant=tenant)
             return tx.run(op, atomic=atomic)
 
-    async def run(self, op: abc.Callable[[Tx], _T], *, atomic: bool) -> _T:
+    async def run(self, op: abc.Callable[[Tx], _T], *, atomic: bool, tenant: str | None) -> _T:
         if not self._ready:
             await self._create_schema()
         # The whole operation, checkout and return of the connection included,
         # in one greenlet: each await of the asyncio engine's own API is a
         # greenlet switch (connect, run_sync and close would be three).
-        return await greenlet_spawn(self._call, op, atomic)
+        return await greenlet_spawn(self._call, op, atomic, tenant)
+
+    def joined(
+        self, connection: sa.Connection, op: abc.Callable[[Tx], _T], tenant: str | None
+    ) -> _T:
+        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        tx = Tx(cursor, self._statements, Timestamptz, "postgresql", "", tenant=tenant, joined=True)
+        return tx.run(op, atomic=False)
 
     async def close(self) -> None:
         await self._engine.dispose()
@@ -246,8 +270,39 @@ class SqlStateStore:
             )
             raise ValueError(msg)
 
+        self._tenant: str | None = None
+        self._listener: Any = None  # PostgreSQL: the LISTEN connection of wait_for_work
+        self._wakeup = asyncio.Event()  # set by this process's own signals and new runs
+
     def __repr__(self) -> str:
-        return f"SqlStateStore({self._url.render_as_string(hide_password=True)!r})"
+        url = self._url.render_as_string(hide_password=True)
+        return (
+            f"SqlStateStore({url!r})"
+            if self._tenant is None
+            else (f"SqlStateStore({url!r}).for_tenant({self._tenant!r})")
+        )
+
+    @property
+    def tenant(self) -> str | None:
+        """
+        The tenant whose runs this store sees (``None``: every run).
+        """
+        return self._tenant
+
+    def for_tenant(self, tenant: str) -> SqlStateStore:
+        """
+        Return a view of this store that sees and makes the runs of ``tenant`` only.
+
+        It shares this store's connections (closing either closes both). Another
+        tenant's run is unknown to it: ``RunNotFound``.
+        """
+        scoped = copy.copy(self)
+        scoped._tenant = check_tenant(tenant)  # noqa: SLF001 -- our own class
+        scoped._listener = None  # noqa: SLF001
+        return scoped
+
+    async def _run(self, op: abc.Callable[[Tx], _T], *, atomic: bool) -> _T:
+        return await self._driver.run(op, atomic=atomic, tenant=self._tenant)
 
     async def create_run(
         self,
@@ -256,11 +311,11 @@ class SqlStateStore:
         name: str,
         input_json: str,
         fingerprint: str,
-        claim: Claim,
+        claim: Claim | None,
         started_data: str | None = None,
     ) -> RunRecord:
         """
-        Record a new run, running under ``claim``, with its ``started`` event.
+        Record a new run with its ``started`` event: running under ``claim``, or pending.
 
         The event's data is ``started_data``, or the input.
 
@@ -268,7 +323,9 @@ class SqlStateStore:
             RunExists: A run with this id exists.
             SerializationError: ``input_json`` is not JSON text (nothing is stored).
         """
-        return await self._driver.run(
+        if claim is None:
+            self._wakeup.set()
+        return await self._run(
             lambda tx: create_run(
                 tx,
                 run_id=run_id,
@@ -281,6 +338,53 @@ class SqlStateStore:
             atomic=False,  # one statement on PostgreSQL; create_run begins on SQLite
         )
 
+    async def enqueue_on(
+        self,
+        connection: sa.Connection | AsyncConnection,
+        *,
+        run_id: str,
+        name: str,
+        input_json: str,
+        fingerprint: str,
+        started_data: str | None = None,
+    ) -> RunRecord:
+        """
+        Record a pending run in the caller's transaction on ``connection``.
+
+        ``connection`` is a SQLAlchemy connection (sync or asyncio) to this
+        store's database: the run exists if and only if the caller commits.
+        Nothing is committed or rolled back here.
+
+        Raises:
+            RunExists: A run with this id exists.
+            ValueError: ``connection`` is to another kind of database.
+        """
+        backend = self._url.get_backend_name()
+        if connection.dialect.name != backend:
+            msg = f"{self!r} cannot enqueue on a {connection.dialect.name} connection"
+            raise ValueError(msg)
+
+        def op(tx: Tx) -> RunRecord:
+            return create_run(
+                tx,
+                run_id=run_id,
+                name=name,
+                input_json=input_json,
+                fingerprint=fingerprint,
+                claim=None,
+                started_data=started_data,
+            )
+
+        def enqueue(sync: sa.Connection) -> RunRecord:
+            return self._driver.joined(sync, op, self._tenant)
+
+        if isinstance(connection, sa.Connection):
+            record = enqueue(connection)
+        else:
+            record = await connection.run_sync(enqueue)
+        self._wakeup.set()
+        return record
+
     async def claim_run(
         self, run_id: str, *, claim: Claim, is_dead: abc.Callable[[str], bool]
     ) -> tuple[RunRecord, list[Event]]:
@@ -292,7 +396,7 @@ class SqlStateStore:
             RunLocked: Another live claim holds it.
             RunFinished: It completed, failed or was cancelled.
         """
-        return await self._driver.run(lambda tx: claim_run(tx, run_id, claim, is_dead), atomic=True)
+        return await self._run(lambda tx: claim_run(tx, run_id, claim, is_dead), atomic=True)
 
     async def append(
         self, run_id: str, events: abc.Sequence[NewEvent], *, claim: Claim
@@ -304,7 +408,7 @@ class SqlStateStore:
             RunLocked: ``claim`` no longer holds the run.
             RunNotFound: No such run.
         """
-        return await self._driver.run(lambda tx: append(tx, run_id, events, claim), atomic=False)
+        return await self._run(lambda tx: append(tx, run_id, events, claim), atomic=False)
 
     async def take_signal(
         self, run_id: str, signal: str, path: Path, *, claim: Claim
@@ -315,9 +419,7 @@ class SqlStateStore:
         Raises:
             RunLocked: ``claim`` no longer holds the run.
         """
-        return await self._driver.run(
-            lambda tx: take_signal(tx, run_id, signal, path, claim), atomic=True
-        )
+        return await self._run(lambda tx: take_signal(tx, run_id, signal, path, claim), atomic=True)
 
     async def finish(
         self,
@@ -329,9 +431,12 @@ class SqlStateStore:
         output_json: str | None = None,
         error: str | None = None,
         wake_at: dt.datetime | None = None,
+        signals: abc.Collection[str] = (),
     ) -> RunRecord:
         """
         End a claim: set the status (paused, completed, failed), release the lease.
+
+        A run that pauses for ``signals`` is due at once if one of them is here.
 
         Raises:
             RunLocked: ``claim`` no longer holds the run.
@@ -339,7 +444,7 @@ class SqlStateStore:
         """
         if wake_at is not None:
             _aware(wake_at, "wake_at")
-        return await self._driver.run(
+        return await self._run(
             lambda tx: finish(
                 tx,
                 run_id=run_id,
@@ -349,9 +454,50 @@ class SqlStateStore:
                 output_json=output_json,
                 error=error,
                 wake_at=wake_at,
+                signals=signals,
             ),
             atomic=False,  # one statement on PostgreSQL, unless pausing; finish begins if not
         )
+
+    async def claim_due(
+        self, names: abc.Collection[str], *, claims: abc.Sequence[Claim], max_attempts: int
+    ) -> list[tuple[Claim, RunRecord, list[Event]]]:
+        """
+        Claim up to ``len(claims)`` runs of these names that are due, one claim each.
+
+        Due: pending, paused with a timer due or a signal delivered, or running
+        with an expired lease. A run whose last ``max_attempts`` claims all died
+        is failed instead (an ``abandoned`` event says why). On PostgreSQL,
+        rows another worker is claiming are skipped (``FOR UPDATE SKIP LOCKED``).
+        """
+        if not names or not claims:
+            return []
+        return await self._run(lambda tx: claim_due(tx, names, claims, max_attempts), atomic=False)
+
+    async def wait_for_work(self, within: float) -> None:
+        """
+        Return when a run may have become due, or after ``within`` seconds.
+
+        On PostgreSQL the first call starts listening for the notifications that
+        new runs, signals and handed-back runs send, from any process; elsewhere
+        only this process's own are seen, and ``within`` is the polling interval.
+        """
+        if self._url.get_backend_name() == "postgresql":
+            await self._listen(within)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), within)
+        self._wakeup.clear()
+
+    async def _listen(self, within: float) -> None:
+        import psycopg  # noqa: PLC0415 -- only with PostgreSQL
+
+        if self._listener is None:
+            url = self._url.set(drivername="postgresql").render_as_string(hide_password=False)
+            self._listener = await psycopg.AsyncConnection.connect(url, autocommit=True)
+            await self._listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        async for _ in self._listener.notifies(timeout=within, stop_after=1):
+            pass
 
     async def heartbeat(self, run_id: str, *, claim: Claim) -> None:
         """
@@ -360,13 +506,14 @@ class SqlStateStore:
         Raises:
             RunLocked: ``claim`` no longer holds the run.
         """
-        await self._driver.run(lambda tx: heartbeat(tx, run_id, claim), atomic=False)
+        await self._run(lambda tx: heartbeat(tx, run_id, claim), atomic=False)
 
     async def release(self, run_id: str, *, claim: Claim) -> None:
         """
         Give the lease back without changing the status (shutdown, cancellation).
         """
-        await self._driver.run(lambda tx: release_run(tx, run_id, claim), atomic=False)
+        await self._run(lambda tx: release_run(tx, run_id, claim), atomic=True)
+        self._wakeup.set()
 
     async def signal(self, run_id: str, signal: str, payload: Any) -> None:
         """
@@ -377,7 +524,8 @@ class SqlStateStore:
             RunFinished: The run is over.
             SerializationError: The payload cannot be stored.
         """
-        await self._driver.run(lambda tx: deliver_signal(tx, run_id, signal, payload), atomic=True)
+        await self._run(lambda tx: deliver_signal(tx, run_id, signal, payload), atomic=True)
+        self._wakeup.set()
 
     async def cancel(self, run_id: str) -> RunRecord:
         """
@@ -386,7 +534,7 @@ class SqlStateStore:
         Raises:
             RunNotFound: No such run.
         """
-        return await self._driver.run(lambda tx: cancel(tx, run_id), atomic=True)
+        return await self._run(lambda tx: cancel(tx, run_id), atomic=True)
 
     async def get(self, run_id: str) -> RunRecord:
         """
@@ -395,7 +543,7 @@ class SqlStateStore:
         Raises:
             RunNotFound: No such run.
         """
-        return await self._driver.run(lambda tx: tx.get_record(run_id), atomic=False)
+        return await self._run(lambda tx: tx.get_record(run_id), atomic=False)
 
     async def history(self, run_id: str) -> list[Event]:
         """
@@ -404,7 +552,7 @@ class SqlStateStore:
         Raises:
             RunNotFound: No such run.
         """
-        return await self._driver.run(lambda tx: history(tx, run_id), atomic=False)
+        return await self._run(lambda tx: history(tx, run_id), atomic=False)
 
     async def list_runs(
         self,
@@ -416,12 +564,15 @@ class SqlStateStore:
         """
         Return runs, newest first, filtered by name and status.
         """
-        return await self._driver.run(lambda tx: list_runs(tx, name, status, limit), atomic=False)
+        return await self._run(lambda tx: list_runs(tx, name, status, limit), atomic=False)
 
     async def close(self) -> None:
         """
         Release connections (the store reconnects if used again).
         """
+        if self._listener is not None:
+            await self._listener.close()
+            self._listener = None
         await self._driver.close()
 
 

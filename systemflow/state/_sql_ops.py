@@ -12,11 +12,24 @@ import attrs
 
 from .._core import SIGNAL, RunExists, RunFinished, RunLocked
 from ._codec import encode_payload
-from ._model import CANCELLED, RESUMED, SIGNALLED, STARTED, Event, NewEvent, RunRecord, RunStatus
+from ._lease import abandoned
+from ._model import (
+    ABANDONED,
+    CANCELLED,
+    RESUMED,
+    SIGNALLED,
+    STARTED,
+    Event,
+    NewEvent,
+    RunRecord,
+    RunStatus,
+)
 from ._sql_schema import (
     append_events,
     cancel_run,
     consume_signal,
+    due_runs,
+    fail_run,
     finish_run,
     finish_run_with_event,
     get_history,
@@ -27,6 +40,7 @@ from ._sql_schema import (
     insert_signal,
     list_records,
     lock_run,
+    notify_workers,
     release,
     renew_lease,
     take_over,
@@ -58,44 +72,113 @@ def create_run(
     name: str,
     input_json: str,
     fingerprint: str,
-    claim: Claim,
+    claim: Claim | None,
     started_data: str | None,
 ) -> RunRecord:
     now = _now()
-    expires = claim.expires(now)
-    params = {
-        "run_id": run_id,
-        "name": name,
-        "running": _RUNNING,
-        "input": input_json,
-        "fingerprint": fingerprint,
-        "owner": claim.owner,
-        "expires": tx.dump(expires),
+    expires = None if claim is None else claim.expires(now)
+    status = RunStatus.PENDING if claim is None else RunStatus.RUNNING
+    params = run_params(
+        run_id=run_id, name=name, input_json=input_json, fingerprint=fingerprint, status=status
+    )
+    params |= {
         "now": tx.dump(now),
+        "owner": None if claim is None else claim.owner,
+        "expires": tx.dump(expires),
     }
     data = started_data or input_json
-    if tx.dialect == "postgresql":  # one statement: one round trip, no transaction
+    if tx.dialect == "postgresql" and claim is not None:  # one statement, one round trip
         created = bool(tx.rows(insert_run_started, params | {"kind": STARTED, "data": data}))
     else:
         tx.begin()
         created = bool(tx.count(insert_run, params, tx.dialect))
         if created:
             tx.insert_event(run_id, NewEvent(STARTED, data=data), now)
+            if claim is None:
+                notify(tx, name)
     if not created:
         msg = f"a run with id {run_id!r} exists"
         raise RunExists(msg, run_id=run_id)
     return RunRecord(
         id=run_id,
         name=name,
-        status=RunStatus.RUNNING,
+        status=status,
         input=load_json(run_id, "runs.input", input_json),
         created_at=now,
         updated_at=now,
         fingerprint=fingerprint,
         version=1,
-        lease_owner=claim.owner,
+        lease_owner=None if claim is None else claim.owner,
         lease_expires_at=expires,
+        tenant=tx.tenant,
     )
+
+
+def run_params(
+    *, run_id: str, name: str, input_json: str, fingerprint: str, status: RunStatus
+) -> dict[str, Any]:
+    """
+    Return the parameters of ``insert_run`` but the instants and the lease.
+    """
+    return {
+        "run_id": run_id,
+        "name": name,
+        "status": status.value,
+        "input": input_json,
+        "fingerprint": fingerprint,
+    }
+
+
+def notify(tx: Tx, name: str) -> None:
+    """
+    Tell listening workers (PostgreSQL ``NOTIFY``, sent on commit) that a run of ``name`` is due.
+    """
+    if tx.dialect == "postgresql":
+        tx.rows(notify_workers, {"name": name})
+
+
+def claim_due(
+    tx: Tx, names: abc.Collection[str], claims: abc.Sequence[Claim], max_attempts: int
+) -> list[tuple[Claim, RunRecord, list[Event]]]:
+    tx.begin()
+    now = _now()
+    params: dict[str, Any] = {f"name_{i}": name for i, name in enumerate(sorted(names))}
+    params |= {"now": tx.dump(now), "limit": len(claims)}
+    claimed = []
+    for (run_id, version, attempts), claim in zip(
+        tx.rows(due_runs, params, len(names)), claims, strict=False
+    ):
+        if attempts >= max_attempts:
+            _abandon(tx, run_id, attempts, now)
+            continue
+        claimed.append((claim, *_take_over(tx, run_id, version, claim, now)))
+    return claimed
+
+
+def _abandon(tx: Tx, run_id: str, attempts: int, now: dt.datetime) -> None:
+    error, data = abandoned(run_id, attempts)
+    params = {"run_id": run_id, "failed": RunStatus.FAILED.value, "error": error}
+    tx.count(fail_run, params | {"now": tx.dump(now)})
+    tx.insert_event(run_id, NewEvent(ABANDONED, data=data), now)
+
+
+def _take_over(
+    tx: Tx, run_id: str, version: int, claim: Claim, now: dt.datetime
+) -> tuple[RunRecord, list[Event]]:
+    params = {
+        "run_id": run_id,
+        "version": version,
+        "running": _RUNNING,
+        "owner": claim.owner,
+        "expires": tx.dump(claim.expires(now)),
+        "now": tx.dump(now),
+    }
+    if not tx.count(take_over, params):
+        msg = f"run {run_id} was claimed by another claim at the same time"
+        raise RunLocked(msg, run_id=run_id)
+    tx.insert_event(run_id, NewEvent(RESUMED), now)
+    record = tx.get_record(run_id)
+    return record, [tx.event(row) for row in tx.rows(get_history, {"run_id": run_id})]
 
 
 def claim_run(
@@ -120,20 +203,7 @@ def claim_run(
     ):
         msg = f"run {run_id} is held by {owner} until {expires}"
         raise RunLocked(msg, run_id=run_id)
-    params = {
-        "run_id": run_id,
-        "version": version,
-        "running": _RUNNING,
-        "owner": claim.owner,
-        "expires": tx.dump(claim.expires(now)),
-        "now": tx.dump(now),
-    }
-    if not tx.count(take_over, params):
-        msg = f"run {run_id} was claimed by another claim at the same time"
-        raise RunLocked(msg, run_id=run_id)
-    tx.insert_event(run_id, NewEvent(RESUMED), now)
-    record = tx.get_record(run_id)
-    return record, [tx.event(row) for row in tx.rows(get_history, {"run_id": run_id})]
+    return _take_over(tx, run_id, version, claim, now)
 
 
 def append(tx: Tx, run_id: str, events: abc.Sequence[NewEvent], claim: Claim) -> list[int]:
@@ -198,6 +268,7 @@ def finish(
     output_json: str | None,
     error: str | None,
     wake_at: dt.datetime | None,
+    signals: abc.Collection[str],
 ) -> RunRecord:
     now = _now()
     params = {
@@ -225,10 +296,12 @@ def finish(
         record = tx.record(rows[0])
         # A statement of its own, after the row is locked: on PostgreSQL it then
         # sees every signal committed before (see ``deliver_signal``).
-        if status is RunStatus.PAUSED and tx.count(
-            wake_if_signalled, {"run_id": run_id, "now": tx.dump(now)}
-        ):
-            record = attrs.evolve(record, wake_at=now)
+        if status is RunStatus.PAUSED and signals:
+            awaited = {f"signal_{i}": name for i, name in enumerate(sorted(signals))}
+            woken = {"run_id": run_id, "now": tx.dump(now)} | awaited
+            if tx.count(wake_if_signalled, woken, len(awaited)):
+                record = attrs.evolve(record, wake_at=now)
+                notify(tx, record.name)
         tx.insert_event(run_id, event, now)
     if event.path is not None:  # the newest event with a path, as get() would read it
         record = attrs.evolve(record, current_path=event.path)
@@ -248,7 +321,10 @@ def heartbeat(tx: Tx, run_id: str, claim: Claim) -> None:
 
 def release_run(tx: Tx, run_id: str, claim: Claim) -> None:
     params = {"run_id": run_id, "owner": claim.owner, "now": tx.dump(_now())}
-    if not tx.count(release, params) and not tx.rows(get_status, {"run_id": run_id}):
+    released = tx.rows(release, params)
+    if released:
+        notify(tx, released[0][0])  # another worker may take it at once
+    elif not tx.rows(get_status, {"run_id": run_id}):
         raise not_found(run_id)
 
 
@@ -267,6 +343,7 @@ def deliver_signal(tx: Tx, run_id: str, signal: str, payload: Any) -> None:
     tx.insert_event(run_id, NewEvent(SIGNALLED, data=json.dumps({"signal": signal})), now)
     if status is RunStatus.PAUSED:
         tx.count(wake, {"run_id": run_id, "now": tx.dump(now)})
+        notify(tx, rows[0][2])
 
 
 def cancel(tx: Tx, run_id: str) -> RunRecord:
@@ -285,10 +362,9 @@ def cancel(tx: Tx, run_id: str) -> RunRecord:
 
 
 def history(tx: Tx, run_id: str) -> list[Event]:
-    events = [tx.event(row) for row in tx.rows(get_history, {"run_id": run_id})]
-    if not events and not tx.rows(get_status, {"run_id": run_id}):
+    if not tx.rows(get_status, {"run_id": run_id}):  # also: another tenant's run
         raise not_found(run_id)
-    return events
+    return [tx.event(row) for row in tx.rows(get_history, {"run_id": run_id})]
 
 
 def list_runs(tx: Tx, name: str | None, status: RunStatus | None, limit: int) -> list[RunRecord]:

@@ -40,6 +40,8 @@ _runs = sa.Table(
     sa.Column("wake_at", _INSTANT),
     sa.Column("created_at", _INSTANT, nullable=False),
     sa.Column("updated_at", _INSTANT, nullable=False),
+    sa.Column("tenant", sa.Text),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     # The run's id is its key: on SQLite the table is that key's b-tree, one
     # b-tree less to write at every change of a run.
     sqlite_with_rowid=False,
@@ -115,11 +117,19 @@ _RECORD_COLUMNS = (
     _r.wake_at,
     _r.created_at,
     _r.updated_at,
+    _r.tenant,
+    _r.attempts,
 )
 
 
+def _tenant_sees() -> sa.ColumnElement[bool]:
+    # A store for a tenant sees its runs only; the unscoped store sees all.
+    tenant = _p("tenant", type_=sa.Text)
+    return sa.or_(tenant.is_(None), _r.tenant == tenant)
+
+
 def _this_run() -> sa.ColumnElement[bool]:
-    return _r.id == _p("run_id")
+    return sa.and_(_r.id == _p("run_id"), _tenant_sees())
 
 
 def _held() -> sa.ColumnElement[bool]:
@@ -146,7 +156,8 @@ def get_record() -> ClauseElement:
 
 
 def list_records(by_name: bool, by_status: bool) -> ClauseElement:
-    where = [_r.name == _p("name")] if by_name else []
+    where = [_tenant_sees()]
+    where += [_r.name == _p("name")] if by_name else []
     where += [_r.status == _p("status")] if by_status else []
     return (
         _select_record(*where)
@@ -165,7 +176,11 @@ def get_status() -> ClauseElement:
 
 def lock_run() -> ClauseElement:
     # FOR NO KEY UPDATE on PostgreSQL (SQLite has BEGIN IMMEDIATE instead).
-    return sa.select(_r.status, _r.lease_owner).where(_this_run()).with_for_update(key_share=True)
+    return (
+        sa.select(_r.status, _r.lease_owner, _r.name)
+        .where(_this_run())
+        .with_for_update(key_share=True)
+    )
 
 
 def get_lease() -> ClauseElement:
@@ -179,7 +194,8 @@ def insert_run(dialect: str) -> ClauseElement:
         .values(
             id=_p("run_id"),
             name=_p("name"),
-            status=_p("running"),
+            status=_p("status"),
+            tenant=_p("tenant"),
             input=_p("input"),
             fingerprint=_p("fingerprint"),
             version=1,
@@ -243,6 +259,45 @@ def append_events(count: int) -> ClauseElement:
     )
 
 
+def _status_is(status: str) -> sa.ColumnElement[bool]:
+    # A literal, not a parameter: the planner matches it to the partial indexes.
+    return _r.status == sa.literal_column(f"'{status}'")
+
+
+def due_runs(count: int) -> ClauseElement:
+    # Runs of ``count`` flow names that a worker may claim now: new, woken
+    # (timer due, signal delivered), or abandoned (lease expired). Rows that
+    # another worker is claiming are skipped, not waited for (PostgreSQL).
+    names = [_p(f"name_{i}", type_=sa.Text) for i in range(count)]
+    due = sa.or_(
+        _status_is("pending"),
+        sa.and_(_status_is("paused"), _r.wake_at <= _p("now")),
+        sa.and_(_status_is("running"), _r.lease_expires_at < _p("now")),
+    )
+    return (
+        sa.select(_r.id, _r.version, _r.attempts)
+        .where(_tenant_sees(), _r.name.in_(names), due)
+        .limit(_p("limit", type_=sa.Integer))
+        .with_for_update(skip_locked=True)
+    )
+
+
+def fail_run() -> ClauseElement:
+    return (
+        _runs.update()
+        .where(_this_run())
+        .values(
+            status=_p("failed"),
+            error=_p("error"),
+            lease_owner=sa.null(),
+            lease_expires_at=sa.null(),
+            wake_at=sa.null(),
+            version=_r.version + 1,
+            updated_at=_p("now"),
+        )
+    )
+
+
 def renew_lease() -> ClauseElement:
     return _runs.update().where(_held()).values(lease_expires_at=_p("expires"))
 
@@ -257,6 +312,7 @@ def take_over() -> ClauseElement:
             lease_expires_at=_p("expires"),
             wake_at=sa.null(),
             version=_r.version + 1,
+            attempts=_r.attempts + 1,
             updated_at=_p("now"),
         )
     )
@@ -274,6 +330,7 @@ def finish_run() -> ClauseElement:
             lease_owner=sa.null(),
             lease_expires_at=sa.null(),
             version=_r.version + 1,
+            attempts=0,
             updated_at=_p("now"),
         )
         .returning(*_RECORD_COLUMNS, _current_path().label("current_path"))
@@ -299,8 +356,10 @@ def finish_run_with_event() -> ClauseElement:
     return sa.select(*done.c).where(sa.exists(sa.select(added.c.seq)))
 
 
-def wake_if_signalled() -> ClauseElement:
-    waiting = sa.select(_s.id).where(_s.run_id == _p("run_id"), _waiting)
+def wake_if_signalled(count: int) -> ClauseElement:
+    # Due at once if one of the ``count`` signals the run waits for is here.
+    names = [_p(f"signal_{i}", type_=sa.Text) for i in range(count)]
+    waiting = sa.select(_s.id).where(_s.run_id == _p("run_id"), _waiting, _s.name.in_(names))
     return _runs.update().where(_this_run(), sa.exists(waiting)).values(wake_at=_p("now"))
 
 
@@ -316,10 +375,12 @@ def release() -> ClauseElement:
     return (
         _runs.update()
         .where(_this_run(), _r.lease_owner == _p("owner"))
+        .returning(_r.name)
         .values(
             lease_owner=sa.null(),
-            lease_expires_at=sa.null(),
+            lease_expires_at=_p("now"),  # expired: due for the next worker at once
             version=_r.version + 1,
+            attempts=0,  # handed back, not lost: the claim did not die
             updated_at=_p("now"),
         )
     )
@@ -396,3 +457,11 @@ class Statements:
     def log(self, sql: str, params: abc.Mapping[str, Any]) -> None:
         if self._logger is not None:
             self._logger.info("%s\n[systemflow] %r", sql, dict(params))
+
+
+NOTIFY_CHANNEL = "systemflow_runs"
+
+
+def notify_workers() -> ClauseElement:
+    # PostgreSQL: wake the workers that LISTEN (delivered when the transaction commits).
+    return sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, _p("name", type_=sa.Text)))

@@ -124,7 +124,16 @@ class Tx:
     of its own, and ``begin`` starts one that spans several.
     """
 
-    __slots__ = ("_begin", "_cursor", "_open", "_statements", "dialect", "instants")
+    __slots__ = (
+        "_begin",
+        "_cursor",
+        "_joined",
+        "_open",
+        "_statements",
+        "dialect",
+        "instants",
+        "tenant",
+    )
 
     def __init__(
         self,
@@ -133,7 +142,12 @@ class Tx:
         instants: _Instants,
         dialect: str,
         begin: str,
+        *,
+        tenant: str | None,
+        joined: bool = False,
     ) -> None:
+        self.tenant = tenant  # every statement sees this tenant's runs only (None: all)
+        self._joined = joined  # in the caller's transaction: never begin, commit or roll back
         self._cursor = cursor
         self._statements = statements
         self._begin = begin  # BEGIN IMMEDIATE on SQLite: writers queue up at the start
@@ -149,7 +163,7 @@ class Tx:
         """
         Start a transaction: what follows, up to the commit, is atomic.
         """
-        if not self._open:
+        if not self._open and not self._joined:
             self._command(self._begin)
             self._open = True
 
@@ -188,8 +202,7 @@ class Tx:
         self, build: abc.Callable[..., ClauseElement], params: dict[str, Any], args: tuple[Any, ...]
     ) -> Any:
         sql, defaults = self._statements.get(build, args)
-        if defaults:
-            params = defaults | params
+        params = {**defaults, **params, "tenant": self.tenant}
         self._statements.log(sql, params)
         cursor = self._cursor
         cursor.execute(sql, params)
@@ -253,7 +266,9 @@ class Tx:
             wake_at=self.load(run_id, "runs.wake_at", row[10]),
             created_at=self.instant(run_id, "runs.created_at", row[11]),
             updated_at=self.instant(run_id, "runs.updated_at", row[12]),
-            current_path=_load_path(run_id, "events.path", row[13]),
+            tenant=row[13],
+            attempts=row[14],
+            current_path=_load_path(run_id, "events.path", row[15]),
         )
 
     def event(self, row: abc.Sequence[Any]) -> Event:

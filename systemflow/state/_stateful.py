@@ -147,22 +147,13 @@ class Stateful(Node[Any, Any]):
             SerializationError: The input cannot be stored.
         """
         run_id = new_run_id() if run_id is None else run_id
-        codec = Codec.shared()
-        input_json = codec.dumps(input, path=(), run_id=run_id)
+        fields = self._new_run(run_id, input)
         claim = Claim(new_owner(), self.lease_seconds)
         try:
-            record = await self.store.create_run(
-                run_id=run_id,
-                name=self.name,
-                input_json=input_json,
-                fingerprint=self._fingerprint,
-                claim=claim,
-                # {"input": ..., "shape": [...]}: both are JSON text already.
-                started_data=f'{{"input":{input_json},"shape":{self._shape_json}}}',
-            )
+            record = await self.store.create_run(claim=claim, **fields)
         except RunExists:
             existing = await self.store.get(run_id)
-            if existing.input != json.loads(input_json) or existing.name != self.name:
+            if existing.input != json.loads(fields["input_json"]) or existing.name != self.name:
                 msg = (
                     f"run {run_id} exists as a run of {existing.name!r} with another input; "
                     "start it with a new id, or resume it"
@@ -170,6 +161,76 @@ class Stateful(Node[Any, Any]):
                 raise RunExists(msg, run_id=run_id) from None
             return await self.resume(run_id, services=services)
         return await self._drive(record, claim, [], input, services)
+
+    async def enqueue(
+        self,
+        input: Any,
+        *,
+        run_id: str | None = None,
+        connection: Any = None,
+    ) -> str:
+        """
+        Record a pending run for a ``Worker`` to run; return its id at once.
+
+        With ``connection`` (a SQLAlchemy ``Connection`` or ``AsyncConnection``
+        to the store's database, in a transaction of the caller's), the run is
+        written in that transaction: it exists if and only if the caller's own
+        work commits. Workers hear of it when the transaction commits.
+
+        Raises:
+            RunExists: A run with this id exists.
+            SerializationError: The input cannot be stored.
+            TypeError: ``connection`` is given, but the store is not a ``SqlStateStore``.
+        """
+        run_id = new_run_id() if run_id is None else run_id
+        fields = self._new_run(run_id, input)
+        if connection is None:
+            await self.store.create_run(claim=None, **fields)
+            return run_id
+        enqueue_on = getattr(self.store, "enqueue_on", None)
+        if enqueue_on is None:
+            msg = f"{self!r}: enqueue(connection=...) needs a SqlStateStore, not {self.store!r}"
+            raise TypeError(msg)
+        await enqueue_on(connection, **fields)
+        return run_id
+
+    def _new_run(self, run_id: str, input: Any) -> dict[str, Any]:
+        input_json = Codec.shared().dumps(input, path=(), run_id=run_id)
+        return {
+            "run_id": run_id,
+            "name": self.name,
+            "input_json": input_json,
+            "fingerprint": self._fingerprint,
+            # {"input": ..., "shape": [...]}: both are JSON text already.
+            "started_data": f'{{"input":{input_json},"shape":{self._shape_json}}}',
+        }
+
+    def with_store(self, store: StateStore) -> Stateful:
+        """
+        Return this durable flow, keeping its runs in ``store`` instead.
+        """
+        return Stateful(
+            self.flow,
+            store=store,
+            name=self.name,
+            input_type=self.input_type,
+            output_type=self.output_type,
+            lease_seconds=self.lease_seconds,
+            clock=self.clock,
+        )
+
+    async def drive_claimed(
+        self,
+        record: RunRecord,
+        claim: Claim,
+        history: list[Event],
+        services: abc.Mapping[str, Any] | None = None,
+    ) -> RunRecord:
+        """
+        Strictly private (for ``Worker``): run a run claimed with ``store.claim_due``.
+        """
+        value = Codec.shared().structure(record.input, self.input_type, path=(), run_id=record.id)
+        return await self._drive(record, claim, history, value, services)
 
     async def resume(
         self,
@@ -267,6 +328,7 @@ class Stateful(Node[Any, Any]):
                 status=RunStatus.PAUSED,
                 event=NewEvent(PAUSED, paused.path, codec.dumps(data, path=(), run_id=record.id)),
                 wake_at=paused.wake_at,
+                signals=paused.signals,
             )
             return self._typed(final)
         except RunLocked:

@@ -37,11 +37,13 @@ class StateStore(Protocol):
         name: str,
         input_json: str,
         fingerprint: str,
-        claim: Claim,
+        claim: Claim | None,
         started_data: str | None = None,
     ) -> RunRecord:
         """
-        Record a new run, running under ``claim``, with its ``started`` event.
+        Record a new run with its ``started`` event: running under ``claim``, or pending.
+
+        A pending run (``claim=None``) waits for a worker (``claim_due``).
 
         The event's data is ``started_data`` (``Stateful`` records the input and
         the tree's shape there), or the input.
@@ -99,12 +101,46 @@ class StateStore(Protocol):
         output_json: str | None = None,
         error: str | None = None,
         wake_at: dt.datetime | None = None,
+        signals: abc.Collection[str] = (),
     ) -> RunRecord:
         """
         End a claim: set the status (paused, completed, failed), release the lease.
 
         Raises:
             RunLocked: ``claim`` no longer holds the run.
+        """
+        ...
+
+    async def claim_due(
+        self, names: abc.Collection[str], *, claims: abc.Sequence[Claim], max_attempts: int
+    ) -> list[tuple[Claim, RunRecord, list[Event]]]:
+        """
+        Claim up to ``len(claims)`` due runs of these names; return each with its claim.
+
+        Due: pending, paused with a timer due or an awaited signal delivered,
+        or running with an expired lease. Each claim counts as an attempt
+        (``RunRecord.attempts``, reset when the run pauses or finishes); a run
+        whose attempts reached ``max_attempts`` is failed instead, with an
+        ``abandoned`` event.
+        """
+        ...
+
+    async def wait_for_work(self, within: float) -> None:
+        """
+        Return when a run may have become due, or after ``within`` seconds.
+        """
+        ...
+
+    @property
+    def tenant(self) -> str | None:
+        """
+        The tenant whose runs this store sees (``None``: every run).
+        """
+        ...
+
+    def for_tenant(self, tenant: str) -> StateStore:
+        """
+        Return a view that sees and makes the runs of ``tenant`` only.
         """
         ...
 

@@ -568,9 +568,21 @@ class TestFinish:
         await store.signal("r1", "go", 1)
         before = now()
 
-        rec = await finish(store, status=RunStatus.PAUSED, wake_at=before + dt.timedelta(days=1))
+        rec = await finish(
+            store, status=RunStatus.PAUSED, wake_at=before + dt.timedelta(days=1), signals=["go"]
+        )
 
         assert before <= rec.wake_at <= now()
+
+    async def test_paused_with_other_signal_waiting_is_not_due(self, store):
+        """A signal the run does not wait for leaves its wake time alone (no busy loop)."""
+        await create(store)
+        await store.signal("r1", "other", 1)
+        wake = now() + dt.timedelta(days=1)
+
+        rec = await finish(store, status=RunStatus.PAUSED, wake_at=wake, signals=["go"])
+
+        assert wake == rec.wake_at
 
     async def test_not_held_raises_run_locked(self, store):
         """A claim that lost the run cannot finish it."""
@@ -602,18 +614,15 @@ class TestHeartbeat:
 
 class TestRelease:
     async def test_gives_the_lease_back(self, store):
-        """Releasing clears the lease, keeps the status, bumps the version."""
+        """Releasing clears the owner, expires the lease now, keeps status, bumps version."""
         await create(store)
+        before = now()
 
         await store.release("r1", claim=claim())
 
         rec = await store.get("r1")
-        assert (RunStatus.RUNNING, None, None, 2) == (
-            rec.status,
-            rec.lease_owner,
-            rec.lease_expires_at,
-            rec.version,
-        )
+        assert (RunStatus.RUNNING, None, 2) == (rec.status, rec.lease_owner, rec.version)
+        assert before <= rec.lease_expires_at <= now()
 
     async def test_other_claim_changes_nothing(self, store):
         """Releasing someone else's lease does nothing."""

@@ -1,0 +1,201 @@
+"""
+Worker: runs durable flows' runs as they become due, in any process that shares the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import TYPE_CHECKING, Any, final
+
+import structlog
+
+from .._core import FlowError
+from ._lease import new_owner
+from ._model import Claim
+
+if TYPE_CHECKING:
+    from collections import abc
+
+    from ._model import Event, RunRecord
+    from ._stateful import Stateful
+    from ._store import StateStore
+
+
+@final
+class Worker:
+    """
+    Claim the runs of some durable flows as they become due, and run them.
+
+    A run is due when it is new (``Stateful.enqueue``), when its timer is due
+    or a signal it waits for arrived, and when the lease of the process that
+    ran it expired (that process died). Any number of workers, in any number
+    of processes and hosts, may share one store: each run is claimed by one of
+    them (on PostgreSQL with ``SELECT ... FOR UPDATE SKIP LOCKED``).
+
+    On PostgreSQL a worker hears of new runs, signals and handed-back runs at
+    once (``LISTEN``/``NOTIFY``); it also polls every ``poll_seconds``, which
+    is all it does on SQLite and is when due timers are found.
+
+    Args:
+        store: Where the runs are; each flow's runs are taken from it.
+        flows: The durable flows this worker runs (their names pick the runs).
+        concurrency: How many runs it drives at once.
+        services: The services the flows' steps call.
+        poll_seconds: The longest wait between two looks for due runs.
+        max_attempts: After this many claims in a row that died without the run
+            pausing or finishing, the run is failed (``abandoned`` event), not
+            tried forever.
+        grace_seconds: On ``stop``, how long runs in flight may take to finish
+            or pause before they are cancelled and handed back.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        store: StateStore,
+        flows: abc.Iterable[Stateful],
+        *,
+        concurrency: int = 10,
+        services: abc.Mapping[str, Any] | None = None,
+        poll_seconds: float = 1.0,
+        max_attempts: int = 5,
+        grace_seconds: float = 30.0,
+    ) -> None:
+        by_name: dict[str, Stateful] = {}
+        for flow in flows:
+            if flow.name in by_name:
+                msg = f"Worker: two flows are named {flow.name!r}"
+                raise ValueError(msg)
+            by_name[flow.name] = flow if flow.store is store else flow.with_store(store)
+        if not by_name:
+            msg = "Worker: no flows to run"
+            raise ValueError(msg)
+        if concurrency < 1 or max_attempts < 1 or poll_seconds <= 0:
+            msg = (
+                "Worker: concurrency and max_attempts must be at least 1 and poll_seconds "
+                f"positive, not {concurrency}, {max_attempts}, {poll_seconds}"
+            )
+            raise ValueError(msg)
+        self.store = store
+        self.flows = by_name
+        self.concurrency = concurrency
+        self.services = services
+        self.poll_seconds = poll_seconds
+        self.max_attempts = max_attempts
+        self.grace_seconds = grace_seconds
+        self.completed = 0  # runs this worker drove to completed, failed or cancelled
+        self._running: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+        self._freed = asyncio.Event()  # a run in flight ended: a slot is free
+        self._log = structlog.get_logger("systemflow.worker").bind(
+            flows=sorted(by_name), concurrency=concurrency
+        )
+
+    def __repr__(self) -> str:
+        return f"Worker({self.store!r}, flows={sorted(self.flows)}, concurrency={self.concurrency})"
+
+    @property
+    def in_flight(self) -> int:
+        """
+        How many runs this worker is driving now.
+        """
+        return len(self._running)
+
+    def stop(self) -> None:
+        """
+        Ask ``run`` to return: claim nothing more, let runs in flight finish or pause.
+        """
+        self._stopping.set()
+
+    async def run(self, *, handle_signals: bool = False) -> None:
+        """
+        Claim and drive due runs until ``stop`` is called.
+
+        Then runs in flight get ``grace_seconds`` to finish or pause; those still
+        running are cancelled, and their leases handed back so that another
+        worker takes them over at once. With ``handle_signals``, SIGTERM and
+        SIGINT call ``stop`` (the main thread's loop only).
+        """
+        loop = asyncio.get_running_loop()
+        if handle_signals:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, self.stop)
+        self._log.info("worker_started")
+        try:
+            await self.store.wait_for_work(0)  # start listening before the first look
+            while not self._stopping.is_set():
+                await self._claim()
+                await self._wait()
+        finally:
+            await self._drain()
+            if handle_signals:
+                for signum in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(signum)
+            self._log.info("worker_stopped", completed=self.completed)
+
+    def _free(self) -> int:
+        return self.concurrency - len(self._running)
+
+    async def _claim(self) -> None:
+        free = self._free()
+        if free <= 0:
+            return
+        lease = max(flow.lease_seconds for flow in self.flows.values())
+        claims = [Claim(new_owner(), lease) for _ in range(free)]
+        try:
+            claimed = await self.store.claim_due(
+                self.flows, claims=claims, max_attempts=self.max_attempts
+            )
+        except FlowError:
+            self._log.exception("claim_failed")
+            return
+        for claim, record, history in claimed:
+            task = asyncio.create_task(self._drive(claim, record, history))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _drive(self, claim: Claim, record: RunRecord, history: list[Event]) -> None:
+        flow = self.flows[record.name]
+        log = self._log.bind(run_id=record.id, flow=record.name)
+        log.debug("run_claimed", attempts=record.attempts)
+        try:
+            final = await flow.drive_claimed(record, claim, history, self.services)
+        except asyncio.CancelledError:
+            log.info("run_handed_back")  # the lease was released by Stateful
+            raise
+        except Exception:
+            log.exception("run_crashed")  # a bug or a lost store: the lease expires
+        else:
+            if final.status.is_finished:
+                self.completed += 1
+            log.info("run_ended", status=final.status.value, current_path=final.current_path)
+        finally:
+            self._freed.set()
+
+    async def _wait(self) -> None:
+        # Until stop(), and: with free slots, until the store tells of work or the
+        # poll interval passes; with none, until a run in flight ends.
+        waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._stopping.wait())]
+        if self._free() > 0:
+            waiters.append(asyncio.ensure_future(self.store.wait_for_work(self.poll_seconds)))
+        else:
+            waiters.append(asyncio.ensure_future(self._freed.wait()))
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+            self._freed.clear()
+
+    async def _drain(self) -> None:
+        if not self._running:
+            return
+        self._log.info("worker_draining", in_flight=len(self._running))
+        _done, pending = await asyncio.wait(set(self._running), timeout=self.grace_seconds)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
