@@ -38,7 +38,7 @@ from ._flow import (
     unwrap,
     walk,
 )
-from ._invoke import SKIPPED, WRAPPED, error_fields, invoke, named_error
+from ._invoke import NODE_HOOK, SKIPPED, WRAPPED, error_fields, invoke, named_error
 from ._journal import (
     COMPENSATED,
     DECISION,
@@ -56,6 +56,7 @@ __all__ = [
     "DECISION",
     "FAILED",
     "IN_BRANCH",
+    "NODE_HOOK",
     "SIGNAL",
     "SKIPPED",
     "STEP",

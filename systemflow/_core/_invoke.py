@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final
 
 from ._context import Undo
@@ -24,6 +25,8 @@ from ._flow import describe, title
 from ._journal import FAILED, STEP
 
 if TYPE_CHECKING:
+    from collections import abc
+
     from ._context import FlowContext
     from ._flow import Flow, Segment
     from ._journal import Journal
@@ -45,6 +48,16 @@ WRAPPED: Final = Skip.RAISE
 
 # Completion order of undos outside a journal (inside one, the journal's order).
 _completions = itertools.count()
+
+NODE_HOOK: ContextVar[abc.Callable[[Flow[Any, Any], FlowContext], None] | None] = ContextVar(
+    "systemflow_node_hook", default=None
+)
+"""
+Strictly private, for ``systemflow.testing``'s fault injection: when set, it is
+called with each node and its context just before the node runs (not when a
+durable run reuses a journaled result). What it raises counts as the node's own
+failure: wrapped, journaled, compensated or ignored like any other.
+"""
 
 
 async def invoke(
@@ -88,6 +101,9 @@ async def run_node(
     if journal is not None and not getattr(node, "is_effect", False):
         journal = None  # only leaves with effects are journaled here
     try:
+        hook = NODE_HOOK.get()
+        if hook is not None:
+            hook(node, ctx)
         out = await node.execute(ctx, value)
     except FlowPaused:
         raise

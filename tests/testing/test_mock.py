@@ -193,8 +193,9 @@ class TestRecording:
         call = ServiceCall("payments", "charge", (5,), {"key": "k"})
 
         assert "payments.charge(5, key='k')" == str(call)
-        assert "ServiceCall(service='payments', method='charge', args=(5,), kwargs={'key': 'k'})" == (
-            repr(call)
+        assert (
+            "ServiceCall(service='payments', method='charge', args=(5,), kwargs={'key': 'k'})"
+            == (repr(call))
         )
 
     def test_log_repr(self):
@@ -223,7 +224,7 @@ class TestUnexpected:
         """The mock remembers unexpected uses, so a flow cannot swallow them."""
         payments = MockService("payments")
         with pytest.raises(UnexpectedCall):
-            payments.refund
+            _ = payments.refund
 
         assert ["refund"] == payments.unexpected
 
@@ -267,7 +268,9 @@ class TestSpec:
         payments = MockService("payments", spec=Payments)
         payments.on("charge").returns("P-1")
 
-        with pytest.raises(TypeError, match=r"charge\(amount, \*, key\) cannot be called with \(5\)"):
+        with pytest.raises(
+            TypeError, match=r"charge\(amount, \*, key\) cannot be called with \(5\)"
+        ):
             await payments.charge(5)
         assert [] == payments.calls
 
