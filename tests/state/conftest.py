@@ -1,18 +1,16 @@
 """
 Store fixtures: every store test runs on memory, a SQLite file and a real PostgreSQL.
 
-PostgreSQL comes from ``pgserver`` (its binaries ship in the wheel): one server
-per session in the session's temporary directory, and a fresh schema per test,
-which is cheaper than a database.
+PostgreSQL comes from the systemflow pytest plugin (``systemflow.testing``):
+``pgserver`` starts one server per session in the session's temporary
+directory, and ``postgresql_url`` is a fresh schema per test, which is cheaper
+than a database.
 """
 
 from __future__ import annotations
 
-import uuid
-import warnings
 from typing import TYPE_CHECKING, Any
 
-import psycopg
 import pytest
 import sqlalchemy as sa
 
@@ -25,34 +23,13 @@ if TYPE_CHECKING:
 
 
 @pytest.fixture(name="postgresql_uri", scope="session")
-def _postgresql_uri(tmp_path_factory: pytest.TempPathFactory) -> abc.Iterator[str]:
-    with warnings.catch_warnings():
-        # platformdirs warns at import when XDG_RUNTIME_DIR is unset.
-        warnings.simplefilter("ignore")
-        import pgserver
-
-    server = pgserver.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="stop")
-    yield server.get_uri()  # postgresql://postgres:@/postgres?host=/socket/dir
-    server.cleanup()
-
-
-@pytest.fixture(name="postgresql_url")
-def _postgresql_url(postgresql_uri: str) -> abc.Iterator[str]:
+def _postgresql_uri(postgresql_server: str) -> str:
     """
-    A SQLAlchemy URL for a fresh schema of the session's server, dropped after the test.
+    The libpq URI of the session's server: the systemflow plugin's ``postgresql_server``.
+
+    ``postgresql_url`` (a fresh schema per test) comes from the plugin too.
     """
-    schema = f"t_{uuid.uuid4().hex}"
-    with psycopg.connect(postgresql_uri, autocommit=True) as admin:
-        admin.execute(f"CREATE SCHEMA {schema}")
-    url = sa.make_url(postgresql_uri)
-    # host=/dir in the query names the unix socket's directory: libpq reads it there.
-    url = url.set(
-        drivername="postgresql+psycopg",
-        query={**url.query, "options": f"-csearch_path={schema}"},
-    )
-    yield url.render_as_string(hide_password=False)
-    with psycopg.connect(postgresql_uri, autocommit=True) as admin:
-        admin.execute(f"DROP SCHEMA {schema} CASCADE")
+    return postgresql_server
 
 
 @pytest.fixture(name="sqlite_url")
