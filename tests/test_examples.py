@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import attrs
 import pytest
 
-import systemflow as sf
+from systemflow.testing import CallLog, FlowCase, FlowTestCase, MockService, list_failure_points
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -46,18 +46,6 @@ def script() -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
-
-
-async def process(order_id: str = "T-1", **options):
-    """Run one order through the flow on fresh fakes; return (fakes, output or error)."""
-    fakes = example.make_services(**options)
-    try:
-        output = await sf.execute(
-            example.build_flow(), example.make_order(order_id), services=fakes.services
-        )
-    except sf.FlowError as exc:
-        return fakes, exc
-    return fakes, output
 
 
 class TestOrderProcessingScript:
@@ -109,109 +97,141 @@ class TestOrderProcessingScript:
         assert "Traceback" not in script.stdout
 
 
-class TestOrderProcessing:
-    async def test_happy_order_returns_output(self):
-        """A happy order returns the ids of what it reserved, charged and labelled."""
-        _, output = await process("T-1")
-        assert example.OrderOutput("T-1", "R-1", "P-1", "L-1", "processed") == output
+def mocks(
+    *,
+    charge: tuple[object, ...] = (example.Payment("P-1", 5998, "EUR"),),
+    label: object = example.ShippingLabel("L-1", "1 Main St, Springfield"),
+    publish: object = None,
+    in_stock: bool = True,
+) -> dict[str, MockService]:
+    """The order flow's services as mocks checked against the example's protocols."""
+    log = CallLog()
+    inventory = MockService("inventory", spec=example.InventoryService, log=log)
+    inventory.on("check_availability").returns(in_stock)
+    inventory.on("reserve").returns(example.Reservation("R-1", "SKU-42", 2))
+    inventory.on("release")
+    payments = MockService("payments", spec=example.PaymentService, log=log)
+    payments.on("charge").then(*charge)
+    payments.on("refund")
+    shipping = MockService("shipping", spec=example.ShippingService, log=log)
+    shipping.on("create_label").then(label)
+    events = MockService("events", spec=example.EventPublisher, log=log)
+    events.on("publish").then(publish)
+    return {"inventory": inventory, "payments": payments, "shipping": shipping, "events": events}
 
-    async def test_happy_order_reserves_stock(self):
-        """A happy order reserves the quantity and takes it out of stock."""
-        fakes, _ = await process()
-        expected = ([example.Reservation("R-1", "SKU-42", 2)], {"SKU-42": 8})
-        assert expected == (fakes.inventory.reserved, fakes.inventory.stock)
 
-    async def test_happy_order_charges_once_after_a_retry(self):
-        """A happy order charges once, on the second attempt of the flaky gateway."""
-        fakes, _ = await process()
-        expected = ([example.Payment("P-1", 5998, "EUR")], 2)
-        assert expected == (fakes.payments.charged, fakes.payments.attempts)
+OUTPUT = example.OrderOutput("T-1", "R-1", "P-1", "L-1", "processed")
+GATEWAY_DOWN = example.GatewayUnavailableError("payment gateway did not answer")
+CARRIER_DOWN = example.CarrierUnavailableError("carrier answered 503")
 
-    async def test_happy_order_creates_label(self):
-        """A happy order creates a shipping label for the order's address."""
-        fakes, _ = await process()
-        assert [example.ShippingLabel("L-1", "1 Main St, Springfield")] == fakes.shipping.labels
 
-    async def test_happy_order_publishes_event(self):
-        """A happy order publishes OrderCreated with the ids of what it did."""
-        fakes, _ = await process("T-1")
-        expected = example.OrderCreated("T-1", "C-7", "R-1", "P-1", "L-1")
-        assert [expected] == fakes.events.published
+class TestOrderProcessing(FlowTestCase):
+    """The order flow on mocked services."""
 
-    async def test_happy_order_undoes_nothing(self):
-        """A happy order refunds nothing and releases nothing."""
-        fakes, _ = await process()
-        expected: tuple[list[object], list[object]] = ([], [])
-        assert expected == (fakes.payments.refunded, fakes.inventory.released)
+    flow = example.build_flow()
+    order = example.make_order("T-1")
 
-    async def test_gateway_down_for_good_fails_at_payment(self):
-        """A gateway that fails every attempt fails the order at the payment step."""
-        fakes, error = await process(flaky_payment_attempts=3)
-        expected = (("saga", "fulfil", "payment"), 3)
-        assert expected == (error.path, fakes.payments.attempts)
+    async def test_cases(self) -> None:
+        """Each kind of order ends as it should."""
+        await self.run_cases(
+            self.flow,
+            [
+                FlowCase("happy", self.order, expected_output=OUTPUT, mocks=mocks()),
+                FlowCase(
+                    "gateway hiccup",
+                    self.order,
+                    expected_output=OUTPUT,
+                    mocks=mocks(charge=(GATEWAY_DOWN, example.Payment("P-1", 5998, "EUR"))),
+                ),
+                FlowCase(
+                    "gateway down for good",
+                    self.order,
+                    expected_error=example.GatewayUnavailableError,
+                    mocks=mocks(charge=(GATEWAY_DOWN,)),
+                ),
+                FlowCase(
+                    "shipping down",
+                    self.order,
+                    expected_error="carrier answered 503",
+                    mocks=mocks(label=CARRIER_DOWN),
+                ),
+                FlowCase(
+                    "event bus down",
+                    self.order,
+                    expected_output=OUTPUT,
+                    mocks=mocks(publish=example.EventBusUnavailableError("unreachable")),
+                ),
+                FlowCase(
+                    "out of stock",
+                    self.order,
+                    expected_error=example.OutOfStockError,
+                    mocks=mocks(in_stock=False),
+                ),
+                FlowCase(
+                    "invalid order",
+                    attrs.evolve(self.order, quantity=0),
+                    expected_error="quantity must be at least 1",
+                    mocks=mocks(),
+                ),
+            ],
+        )
 
-    async def test_shipping_failure_raises_step_failed_at_shipping_step(self):
-        """A shipping failure raises StepFailed whose path names the shipping step."""
-        _, error = await process(shipping_down=True)
-        assert (sf.StepFailed, ("saga", "fulfil", "label")) == (type(error), error.path)
+    async def test_gateway_is_retried_on_the_fake_clock(self) -> None:
+        """A gateway that fails once is charged on the second attempt, after a backoff delay."""
+        services = mocks(charge=(GATEWAY_DOWN, example.Payment("P-1", 5998, "EUR")))
+        await self.run_flow(self.flow, self.order, services=services)
 
-    async def test_shipping_failure_keeps_the_cause(self):
-        """A shipping failure carries the carrier's error as its cause."""
-        _, error = await process(shipping_down=True)
-        assert example.CarrierUnavailableError is type(error.__cause__)
+        self.assert_called(services["payments"], "charge", times=2)
+        assert 1 == len(self.clock.sleeps)
 
-    async def test_shipping_failure_refunds_payment(self):
-        """A shipping failure refunds the payment it charged."""
-        fakes, _ = await process(shipping_down=True)
-        expected = fakes.payments.charged
-        assert expected == fakes.payments.refunded
+    async def test_charge_carries_the_idempotency_key(self) -> None:
+        """The charge is made with the node's idempotency key."""
+        services = mocks()
+        run_id = "run-T-1"
+        await self.harness.run(self.flow, self.order, services=services, run_id=run_id)
+        (charge,) = services["payments"].calls_to("charge")
 
-    async def test_shipping_failure_releases_reservation(self):
-        """A shipping failure releases the reservation and restores the stock."""
-        fakes, _ = await process(shipping_down=True)
-        expected = (fakes.inventory.reserved, {"SKU-42": 10})
-        assert expected == (fakes.inventory.released, fakes.inventory.stock)
+        assert {"idempotency_key": f"{run_id}:saga/fulfil/payment"} == charge.kwargs
 
-    async def test_shipping_failure_undoes_newest_first(self):
-        """The refund (newer) comes before the release (older)."""
-        fakes, _ = await process(shipping_down=True)
-        expected = [
-            "inventory.reserve R-1",
-            "payments.charge P-1",
-            "shipping.create_label failed",
-            "payments.refund P-1",
-            "inventory.release R-1",
-        ]
-        assert expected == fakes.ledger
+    async def test_shipping_failure_is_undone_newest_first(self) -> None:
+        """Shipping fails: the payment is refunded, then the stock released."""
+        services = mocks(label=CARRIER_DOWN)
+        result = await self.run_flow(self.flow, self.order, services=services)
 
-    async def test_shipping_failure_publishes_nothing(self):
-        """A failed order publishes no OrderCreated event."""
-        fakes, _ = await process(shipping_down=True)
-        expected: list[object] = []
-        assert expected == fakes.events.published
+        self.assert_failed_at(result, "saga/fulfil/label")
+        self.assert_compensated(result, "saga/fulfil/payment", "saga/fulfil/reservation/reserve")
+        self.assert_call_order(result, "payments.refund", "inventory.release")
+        self.assert_called(
+            services["payments"], "refund", args=[example.Payment("P-1", 5998, "EUR")]
+        )
+        self.assert_not_called(services["events"])
 
-    async def test_publish_failure_still_returns_output(self):
-        """A failed publish is not critical: the order is still processed."""
-        _, output = await process("T-3", event_bus_down=True)
-        assert example.OrderOutput("T-3", "R-1", "P-1", "L-1", "processed") == output
+    async def test_publish_failure_is_not_undone(self) -> None:
+        """A failed publish is logged and ignored: nothing is undone."""
+        services = mocks(publish=example.EventBusUnavailableError("unreachable"))
+        result = await self.run_flow(self.flow, self.order, services=services)
 
-    async def test_publish_failure_undoes_nothing(self):
-        """A failed publish keeps the payment and the reservation."""
-        fakes, _ = await process(event_bus_down=True)
-        expected: tuple[list[object], list[object]] = ([], [])
-        assert expected == (fakes.payments.refunded, fakes.inventory.released)
+        self.assert_compensated(result)
+        assert any(e["event"] == "systemflow.step_failed_ignored" for e in result.logs)
 
-    async def test_out_of_stock_touches_nothing(self):
+    async def test_out_of_stock_touches_nothing(self) -> None:
         """An order for more than the stock fails before any reservation or charge."""
-        fakes, error = await process(stock={"SKU-42": 1})
-        expected: tuple[sf.Path, list[str]] = (("check_inventory",), [])
-        assert expected == (error.path, fakes.ledger)
+        services = mocks(in_stock=False)
+        result = await self.run_flow(self.flow, self.order, services=services)
 
-    async def test_invalid_order_fails_at_validate(self):
-        """A malformed order fails at the validate step."""
-        fakes = example.make_services()
-        bad = attrs.evolve(example.make_order("T-9"), quantity=0)
-        with pytest.raises(sf.StepFailed) as info:
-            await sf.execute(example.build_flow(), bad, services=fakes.services)
-        expected: tuple[sf.Path, list[str]] = (("validate",), [])
-        assert expected == (info.value.path, fakes.ledger)
+        self.assert_failed_at(result, "check_inventory")
+        assert ["inventory.check_availability"] == [c.target for c in result.calls]
+
+    async def test_a_failure_anywhere_in_the_saga_is_undone(self) -> None:
+        """Whichever saga step fails, every reservation is released and every charge refunded."""
+        for path in list_failure_points(self.flow, within="saga"):
+            with self.subTest(path=path):
+                services = mocks()
+                result = await self.run_flow(
+                    self.flow, self.order, services=services, faults={path: OSError}
+                )
+                done = [c.target for c in result.calls]
+
+                self.assert_failed_at(result, path)
+                assert done.count("inventory.reserve") == done.count("inventory.release")
+                assert done.count("payments.charge") == done.count("payments.refund")

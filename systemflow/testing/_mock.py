@@ -175,7 +175,7 @@ class MockMethod:
     def __init__(self, service: MockService, method: str) -> None:
         self._service = service
         self.method = method
-        self._answers: list[Any] = [None]
+        self._answers: list[Any] = []  # none yet: calls return None
         self._used = 0
 
     def returns(self, value: Any) -> MockMethod:
@@ -200,6 +200,8 @@ class MockMethod:
         """
         Answer the calls after the ones configured so far: one answer per call, in order.
 
+        ``on("m").then(a, b)`` answers ``a``, then ``b`` from then on.
+
         An exception (instance or class) is raised; anything else is returned.
         The last answer repeats for every later call.
         """
@@ -215,6 +217,8 @@ class MockMethod:
         return self
 
     def _next(self) -> Any:
+        if not self._answers:
+            return None
         index = min(self._used, len(self._answers) - 1)
         self._used += 1
         return self._answers[index]

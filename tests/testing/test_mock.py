@@ -79,6 +79,13 @@ class TestAnswers:
         with pytest.raises(TypeError, match=r"payments\.charge: then\(\) needs"):
             MockService("payments").on("charge").then()
 
+    async def test_then_alone_starts_the_sequence(self):
+        """then() on a fresh method gives its answers from the first call."""
+        payments = MockService("payments")
+        payments.on("charge").then("P-1", "P-2")
+
+        assert ["P-1", "P-2", "P-2"] == [await payments.charge() for _ in range(3)]
+
     async def test_calls_computes_the_answer(self):
         """calls(fn) answers with fn(*args, **kwargs)."""
         payments = MockService("payments")
