@@ -19,6 +19,7 @@ import attrs
 import pytest
 
 from systemflow.state import InMemoryStateStore, RunStatus
+from systemflow.testing import CrashPoint, DurableFlow, FakeClock, FlowHarness, assert_compensated
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -430,55 +431,50 @@ class TestDemo:
 
 
 @attrs.define
-class FakeClock:
-    """A clock that moves only when told to."""
-
-    current: dt.datetime = dt.datetime(2025, 1, 6, 9, 0, tzinfo=dt.UTC)
-
-    def now(self) -> dt.datetime:
-        return self.current
-
-    async def sleep(self, seconds: float) -> None:
-        self.advance(seconds)
-
-    def advance(self, seconds: float) -> None:
-        self.current += dt.timedelta(seconds=seconds)
-
-
-@attrs.define
 class Desk:
-    """One durable loan flow, its store, clock and fake services."""
+    """One durable loan flow under the testing kit: its store, fake clock and fake services."""
 
-    store: InMemoryStateStore = attrs.field(factory=InMemoryStateStore)
-    clock: FakeClock = attrs.field(factory=FakeClock)
+    harness: FlowHarness = attrs.field(factory=FlowHarness)
     fakes: Any = attrs.field(factory=example.make_services)
     cooling_off: float = 60.0
+    durable: DurableFlow = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        flow = example.build(InMemoryStateStore(), cooling_off=self.cooling_off)
+        self.durable = self.harness.durable(flow)
+
+    @property
+    def clock(self) -> FakeClock:
+        return self.harness.clock
 
     @property
     def flow(self) -> Any:
-        return example.build(self.store, clock=self.clock, cooling_off=self.cooling_off)
+        return self.durable.stateful
+
+    @property
+    def store(self) -> Any:
+        return self.durable.stateful.store
 
     async def start(self, applicant: str, amount: int) -> Any:
         application = example.LoanApplication(applicant, amount)
-        return await self.flow.start(application, services=self.fakes.services)
+        return await self.durable.start(application, services=self.fakes.services)
 
     async def resume(self, run_id: str) -> Any:
-        return await self.flow.resume(run_id, services=self.fakes.services)
+        return await self.durable.resume(run_id, services=self.fakes.services)
 
     async def send_documents(self, run_id: str, amount: int) -> None:
         for kind in example.required_documents(amount):
-            await self.store.signal(run_id, f"document:{kind}", {"document_id": f"{kind}-1"})
+            await self.durable.signal(run_id, f"document:{kind}", {"document_id": f"{kind}-1"})
 
     async def to_assessment(self, applicant: str, amount: int) -> Any:
-        """Start, send the documents, wait out the cooling-off; return the resumed record."""
+        """Start, send the documents, skip the cooling-off on the fake clock; return the record."""
         record = await self.start(applicant, amount)
         await self.send_documents(record.id, amount)
         await self.resume(record.id)
-        self.clock.advance(self.cooling_off)
-        return await self.resume(record.id)
+        return await self.durable.fast_forward(record.id, services=self.fakes.services)
 
     async def kinds(self, run_id: str) -> list[str]:
-        return [event.kind for event in await self.store.history(run_id)]
+        return [event.kind for event in await self.durable.history(run_id)]
 
 
 class TestFlowInProcess:
@@ -572,6 +568,40 @@ class TestFlowInProcess:
         desk = Desk(fakes=example.make_services(servicing_down=True))
         record = await desk.to_assessment("Jane Smith", 75_000)
         assert ["failed", "compensated", "run_failed"] == (await desk.kinds(record.id))[-3:]
+
+    async def test_a_week_long_cooling_off_is_skipped(self, capsys):
+        """The compliance Sleep resumes in the test at once: the fake clock skips a week."""
+        desk = Desk(cooling_off=dt.timedelta(days=7).total_seconds())
+        started = desk.clock.now()
+        record = await desk.to_assessment("Jane Smith", 30_000)
+
+        assert (RunStatus.COMPLETED, dt.timedelta(days=7)) == (
+            record.status,
+            desk.clock.now() - started,
+        )
+
+    async def test_failed_booking_result(self, capsys):
+        """The kit's result of the failed booking names the failed step and the undo."""
+        desk = Desk(fakes=example.make_services(servicing_down=True))
+        record = await desk.to_assessment("Jane Smith", 75_000)
+        result = await desk.durable.result(record.id)
+
+        assert ("outcome", "payout", "funds", "account") == result.failed_path
+        assert_compensated(result, "outcome/payout/funds/disbursement")
+
+    async def test_crash_after_the_payout_pays_once(self, capsys):
+        """A process that dies right after the payout is checkpointed: the resumed run pays once."""
+        desk = Desk()
+        record = await desk.start("Jane Smith", 30_000)
+        await desk.send_documents(record.id, 30_000)
+        await desk.resume(record.id)
+        desk.clock.advance(desk.cooling_off)
+        point = CrashPoint("outcome/payout/funds/disbursement")
+        crashed = await desk.durable.resume(record.id, services=desk.fakes.services, crash_at=point)
+        done = await desk.resume(record.id)
+
+        assert (RunStatus.RUNNING, RunStatus.COMPLETED) == (crashed.status, done.status)
+        assert 1 == len(desk.fakes.bank.disbursed)
 
     async def test_timeline_shows_the_undo(self, capsys):
         """The example's timeline shows the reversed disbursement."""
