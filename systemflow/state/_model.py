@@ -99,7 +99,8 @@ class Event:
     a resumed run reuses instead of doing again.
 
     Attributes:
-        seq: Position in the run's history (increasing).
+        seq: Orders the run's events (increasing; numbered across the store, so
+            not consecutive within one run).
         run_id: The run.
         kind: ``started``, ``resumed``, ``step``, ``failed``, ``decision``,
             ``timer``, ``signal``, ``compensated``, ``signalled``, ``paused``,
