@@ -104,7 +104,8 @@ class Event:
         run_id: The run.
         kind: ``started``, ``resumed``, ``step``, ``failed``, ``decision``,
             ``timer``, ``signal``, ``compensated``, ``signalled``, ``paused``,
-            ``completed``, ``run_failed`` or ``cancelled``.
+            ``completed``, ``run_failed``, ``abandoned`` (a worker gave up on a run
+            whose claims kept dying) or ``cancelled``.
         path: The node it concerns, if any.
         data: The recorded value as stored JSON text (``None`` if none).
         at: When it was recorded.
