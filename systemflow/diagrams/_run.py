@@ -34,6 +34,7 @@ _LIFE: Final = {
     "paused": "paused",
     "completed": "completed",
     "run_failed": "failed",
+    "abandoned": "failed",
     "cancelled": "cancelled",
 }
 

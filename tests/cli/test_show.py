@@ -34,6 +34,7 @@ class TestTimeline:
             event(6, "compensated", ("hold",), "true", 2),
             event(7, "run_failed", ("pay",), "not json", 2),
             event(8, "step", ("long",), '"' + "x" * 200 + '"', 3),
+            event(9, "abandoned", None, '{"error": "run r abandoned", "attempts": 3}', 4),
         ]  # fmt: skip
 
         header, *rows = timeline(history)
@@ -50,6 +51,7 @@ class TestTimeline:
         assert '"not json"' == details[6]
         assert 100 == len(details[7])
         assert details[7].endswith("...")
+        assert "run r abandoned" == details[8]
 
     def test_empty_history(self):
         """A run without events has no timeline."""

@@ -390,6 +390,17 @@ class TestRunColours:
         assert {"n__a"} == paused.classes["completed"]
         assert "paused" not in resumed.classes
 
+    def test_abandoned_run_is_not_paused(self):
+        """An abandoned event ends the run as failed: after it, it waits nowhere."""
+        at = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+        flow = sf.WaitForSignal("go", name="b")
+        history = [
+            Event(1, "r", "paused", ("b",), '{"signals": ["go"]}', at),
+            Event(2, "r", "abandoned", None, '{"error": "abandoned"}', at),
+        ]
+
+        assert {} == draw(flow, history=history).classes
+
     def test_decision_without_otherwise_and_bad_data(self):
         """A true decision without otherwise skips nothing; data that is not JSON is nothing."""
         at = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
