@@ -4,7 +4,6 @@ Shared fixtures: a real OpenTelemetry SDK with in-memory exporters, and a fake c
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING
 
 import pytest
@@ -18,13 +17,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 if TYPE_CHECKING:
     from systemflow.testing import FakeClock
 
-# Pytest imports the systemflow plugin (a pytest11 entry point) before
-# pytest-cov starts measuring, and importing systemflow.testing._plugin imports
-# the whole package first. Forget those modules, so that the tests import them
-# again while coverage measures. Nothing imported systemflow above; the plugin
-# imports it only inside its fixtures, so it picks up the new modules too.
-for _name in [n for n in sys.modules if n == "systemflow" or n.startswith("systemflow.")]:
-    del sys.modules[_name]
+# The systemflow plugin (a pytest11 entry point) would be imported before
+# pytest-cov starts measuring, and with it the whole package: pyproject's
+# addopts turn the entry point off (-p no:systemflow) and the plugin is loaded
+# here instead, once coverage measures.
+pytest_plugins = ["systemflow.testing._plugin"]
 
 # The global providers can be set once per process, so the whole session
 # shares one SDK; the fixtures below clear what a test saw before it.
