@@ -23,7 +23,7 @@ import structlog
 from .._core import FlowError, FlowVersionMismatch
 from ..state import RunStatus, SqlStateStore
 from ..state._sql import _DEFAULT_FILE
-from . import _graph, _runs
+from . import _graph, _runs, _worker
 from ._load import CliError, target
 from ._show import complain
 
@@ -209,6 +209,8 @@ def make_parser() -> argparse.ArgumentParser:
         "--direction", choices=["TD", "TB", "BT", "LR", "RL"], default="TD", help="(TD)"
     )
     sub.add_argument("--run", metavar="RUN_ID", help="colour it by this run of the database")
+
+    _worker.configure(add(commands.add_parser, "worker", _worker.HELP, _worker.worker))
     return parser
 
 
