@@ -126,7 +126,8 @@ class Worker:
         try:
             await self.store.wait_for_work(0)  # start listening before the first look
             while not self._stopping.is_set():
-                await self._claim()
+                if await self._claim() and self._free() > 0:
+                    continue  # all it asked for: more may be due, and slots freed meanwhile
                 await self._wait()
         finally:
             await self._drain()
@@ -138,10 +139,11 @@ class Worker:
     def _free(self) -> int:
         return self.concurrency - len(self._running)
 
-    async def _claim(self) -> None:
+    async def _claim(self) -> bool:
+        # True if it got as many runs as it asked for: then more may be due now.
         free = self._free()
         if free <= 0:
-            return
+            return False
         lease = max(flow.lease_seconds for flow in self.flows.values())
         claims = [Claim(new_owner(), lease) for _ in range(free)]
         try:
@@ -150,11 +152,12 @@ class Worker:
             )
         except FlowError:
             self._log.exception("claim_failed")
-            return
+            return False
         for claim, record, history in claimed:
             task = asyncio.create_task(self._drive(claim, record, history))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
+        return len(claimed) == free
 
     async def _drive(self, claim: Claim, record: RunRecord, history: list[Event]) -> None:
         flow = self.flows[record.name]
