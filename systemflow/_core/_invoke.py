@@ -78,6 +78,7 @@ async def invoke(
         found, out = _replay(node, ctx, value, skipped, ctx.journal)
         if found:
             return out
+        await ctx.journal.settle()  # earlier records are stored before this effect runs
     observer = ctx._observer  # noqa: SLF001 -- the context's private hook, ours
     if observer is None:
         return await run_node(node, ctx, value, skipped)

@@ -3,8 +3,8 @@ What a durable run's journal offers the nodes that run in it.
 
 The core only knows this protocol; ``systemflow.state`` implements it. Nodes
 look recorded results up by kind and path (synchronously: the journal of a run
-is loaded before it runs) and record new ones (asynchronously: a record is
-durable when ``put`` returns).
+is loaded before it runs) and record new ones, which are written before the
+next effect starts (``settle``) or with the run's end.
 """
 
 from __future__ import annotations
@@ -60,7 +60,20 @@ class Journal(Protocol):
 
     async def put(self, kind: str, path: Path, value: Any) -> Recorded:
         """
-        Record ``value`` for ``kind`` at ``path``; durable when this returns.
+        Record ``value`` for ``kind`` at ``path``, durable by the next ``settle``.
+
+        The record is kept in order with the run's others; a run's last
+        records are written with its end (pause, completion, failure).
+        """
+        ...
+
+    async def settle(self) -> None:
+        """
+        Make every record so far durable: called before an effect starts.
+
+        A step's effect thus never runs before the records of the steps that
+        completed earlier are stored, and a crash loses at most the records of
+        steps whose effects may run once more (steps are at-least-once).
         """
         ...
 

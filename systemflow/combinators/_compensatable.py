@@ -110,6 +110,8 @@ class Compensatable(Node[Any, Any]):
             if journal is not None and journal.get(COMPENSATED, undo.ctx.path) is not None:
                 done.append(where)  # undone before a restart: not again
                 continue
+            if journal is not None:
+                await journal.settle()  # an undo is an effect: the records go first
             try:
                 await undo.node.undo(undo.ctx, undo.input, undo.output)  # type: ignore[attr-defined]
             except Exception as exc:  # noqa: BLE001 -- collected and raised below

@@ -1,9 +1,15 @@
 """
 RunJournal: a durable run's journal, kept in its store's event history.
 
-Loaded once when a run is claimed, then looked up in memory; new records are
-appended to the store before ``put`` returns. Records made at the same time (the
-branches of a ``Parallel``) share one commit: group commit.
+Loaded once when a run is claimed, then looked up in memory. New records wait
+in order until the next effect is about to start (``settle``: one ``append``
+for all of them) or the run ends (``drain``: they go with the store's
+``finish``, in its transaction): the last checkpoint of a run costs no commit
+of its own. A crash can lose only records whose next effect had not started;
+their steps run once more on resume, which at-least-once steps allow. In a
+``Parallel`` branch a record is stored at once (siblings' effects are not
+ordered after it), and records made at the same time by the branches share
+one commit: group commit.
 """
 
 from __future__ import annotations
@@ -26,16 +32,6 @@ JOURNAL_KINDS = frozenset({STEP, FAILED, DECISION, TIMER, SIGNAL, COMPENSATED})
 
 
 @final
-class _Pending:
-    __slots__ = ("error", "event", "seq")
-
-    def __init__(self, event: NewEvent) -> None:
-        self.event = event
-        self.seq: int | None = None
-        self.error: BaseException | None = None
-
-
-@final
 class RunJournal:
     """
     Strictly private: the ``Journal`` of one claim of one run.
@@ -53,12 +49,18 @@ class RunJournal:
         self._run_id = run_id
         self._claim = claim
         self._codec = codec
-        self._entries: dict[tuple[str, Path], tuple[str | None, int]] = {
-            (event.kind, event.path): (event.data, event.seq)
-            for event in history
-            if event.kind in JOURNAL_KINDS and event.path is not None
-        }
-        self._queue: list[_Pending] = []
+        self._entries: dict[tuple[str, Path], tuple[str | None, int]] = {}
+        last = 0
+        for event in history:
+            last = event.seq
+            if event.kind in JOURNAL_KINDS and event.path is not None:
+                self._entries[(event.kind, event.path)] = (event.data, event.seq)
+        # New records are numbered after everything loaded, in the order they are
+        # made: the order the store will give them (undos are sorted by it).
+        self._last = last
+        self._pending: list[NewEvent] = []
+        self._sequential = 0  # pending records made outside Parallel branches
+        self._failed: BaseException | None = None
         self._lock = asyncio.Lock()
 
     def get(self, kind: str, path: Path, type_: Any = Any) -> Recorded | None:
@@ -76,48 +78,72 @@ class RunJournal:
 
     async def put(self, kind: str, path: Path, value: Any) -> Recorded:
         """
-        Record ``value`` for ``kind`` at ``path``; durable when this returns.
+        Record ``value`` for ``kind`` at ``path``; stored by the next ``settle`` or the end.
+
+        In a ``Parallel`` branch it is stored before this returns, in one
+        ``append`` with the records the other branches make meanwhile.
 
         Raises:
-            SerializationError: ``value`` cannot be stored (nothing is written).
-            RunLocked: This claim lost the run (cancelled, or taken over).
+            SerializationError: ``value`` cannot be stored (nothing is recorded).
         """
         data = self._codec.dumps(value, path=path, run_id=self._run_id)
-        pending = _Pending(NewEvent(kind, path, data))
-        self._queue.append(pending)
-        if IN_BRANCH.get():
-            # Let sibling branches queue their records too, then write what has
-            # queued in one transaction: 1,000 Parallel branches, a few commits.
-            await asyncio.sleep(0)
+        self._pending.append(NewEvent(kind, path, data))
+        self._last += 1
+        self._entries[(kind, path)] = (data, self._last)
+        recorded = Recorded(value, self._last)
+        if not IN_BRANCH.get():
+            self._sequential += 1
+            return recorded
+        # In a Parallel branch, the siblings' effects are not ordered after this
+        # record, so they do not settle it: store it now, with what the other
+        # branches record meanwhile (one commit for many branches).
+        await asyncio.sleep(0)
         async with self._lock:
-            if pending.seq is None and pending.error is None:
-                await self._flush()
-        if pending.error is not None:
-            raise pending.error
-        assert pending.seq is not None  # noqa: S101 -- set by _flush
-        return Recorded(value, pending.seq)
+            await self._flush()
+        return recorded
+
+    async def settle(self) -> None:
+        """
+        Store every pending record (one ``append``) before an effect starts.
+
+        Raises:
+            RunLocked: This claim lost the run (cancelled, or taken over).
+        """
+        if self._failed is not None:
+            raise self._failed
+        if not self._sequential:
+            return  # nothing pending, or only the siblings' records, which they store
+        async with self._lock:
+            await self._flush()
 
     async def _flush(self) -> None:
-        batch, self._queue = self._queue, []
+        if self._failed is not None:
+            raise self._failed
+        if not self._pending:
+            return
+        batch, self._pending, self._sequential = self._pending, [], 0
         try:
-            seqs = await self._store.append(
-                self._run_id, [p.event for p in batch], claim=self._claim
-            )
+            await self._store.append(self._run_id, batch, claim=self._claim)
         except BaseException as exc:
-            for p in batch:
-                p.error = exc
+            self._failed = exc  # nothing may run after records that were not stored
             raise
-        for p, seq in zip(batch, seqs, strict=True):
-            p.seq = seq
-            self._entries[(p.event.kind, p.event.path)] = (p.event.data, seq)  # type: ignore[index]
+
+    def drain(self) -> list[NewEvent]:
+        """
+        Take the pending records, for the store's ``finish`` to write with the run's end.
+        """
+        batch, self._pending, self._sequential = self._pending, [], 0
+        return batch
 
     async def take_signal(self, path: Path, signal: str, type_: Any = Any) -> Recorded | None:
         """
         Consume the oldest pending ``signal`` of the run into ``path``, if any.
         """
         async with self._lock:
+            await self._flush()  # the records before it, in order
             event = await self._store.take_signal(self._run_id, signal, path, claim=self._claim)
         if event is None:
             return None
+        self._last = max(self._last, event.seq)
         self._entries[(SIGNAL, path)] = (event.data, event.seq)
         return self.get(SIGNAL, path, type_)

@@ -279,9 +279,10 @@ class InMemoryStateStore:
         error: str | None = None,
         wake_at: dt.datetime | None = None,
         signals: abc.Collection[str] = (),
+        events: abc.Sequence[NewEvent] = (),
     ) -> RunRecord:
         """
-        End a claim: set the status, release the lease.
+        End a claim: append ``events`` and ``event``, set the status, release the lease.
         """
         run = self._held(run_id, claim)
         if status is RunStatus.PAUSED and any(name in signals for name, _ in run.signals):
@@ -297,7 +298,7 @@ class InMemoryStateStore:
             lease_expires_at=None,
             attempts=0,
         )
-        self._append(run, [event])
+        self._append(run, [*events, event])
         return self._view(run)
 
     async def heartbeat(self, run_id: str, *, claim: Claim) -> None:

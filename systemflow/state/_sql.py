@@ -432,11 +432,14 @@ class SqlStateStore:
         error: str | None = None,
         wake_at: dt.datetime | None = None,
         signals: abc.Collection[str] = (),
+        events: abc.Sequence[NewEvent] = (),
     ) -> RunRecord:
         """
         End a claim: set the status (paused, completed, failed), release the lease.
 
-        A run that pauses for ``signals`` is due at once if one of them is here.
+        ``events`` (the run's last journal records) are appended before ``event``,
+        in the same transaction (on PostgreSQL, in the same statement). A run
+        that pauses for ``signals`` is due at once if one of them is here.
 
         Raises:
             RunLocked: ``claim`` no longer holds the run.
@@ -455,6 +458,7 @@ class SqlStateStore:
                 error=error,
                 wake_at=wake_at,
                 signals=signals,
+                events=events,
             ),
             atomic=False,  # one statement on PostgreSQL, unless pausing; finish begins if not
         )

@@ -31,7 +31,7 @@ from ._sql_schema import (
     due_runs,
     fail_run,
     finish_run,
-    finish_run_with_event,
+    finish_run_with_events,
     get_history,
     get_lease,
     get_status,
@@ -226,10 +226,7 @@ def append(tx: Tx, run_id: str, events: abc.Sequence[NewEvent], claim: Claim) ->
             "at": tx.dump(now),
             "renew_after": renew_after,
         }
-        for (kind, path, data), new in zip(_EVENT_PARAMS, batch, strict=False):
-            params[kind] = new.kind
-            params[path] = dump_path(new.path)
-            params[data] = new.data
+        params |= event_params(batch)
         rows = tx.rows(append_events, params, len(batch))
         if not rows:
             tx.begin()  # renew, then insert again: together or not at all
@@ -269,6 +266,7 @@ def finish(
     error: str | None,
     wake_at: dt.datetime | None,
     signals: abc.Collection[str],
+    events: abc.Sequence[NewEvent],
 ) -> RunRecord:
     now = _now()
     params = {
@@ -281,10 +279,10 @@ def finish(
         "wake_at": tx.dump(wake_at),
         "now": tx.dump(now),
     }
-    if tx.dialect == "postgresql" and status is not RunStatus.PAUSED:
+    written = [*events, event]
+    if tx.dialect == "postgresql" and status is not RunStatus.PAUSED and len(written) <= _MAX_BATCH:
         # One statement: one round trip, no transaction.
-        event_params = {"kind": event.kind, "path": dump_path(event.path), "data": event.data}
-        rows = tx.rows(finish_run_with_event, params | event_params)
+        rows = tx.rows(finish_run_with_events, params | event_params(written), len(written))
         if not rows:
             raise tx.not_held(run_id)
         record = tx.record(rows[0])
@@ -302,10 +300,24 @@ def finish(
             if tx.count(wake_if_signalled, woken, len(awaited)):
                 record = attrs.evolve(record, wake_at=now)
                 notify(tx, record.name)
-        tx.insert_event(run_id, event, now)
-    if event.path is not None:  # the newest event with a path, as get() would read it
-        record = attrs.evolve(record, current_path=event.path)
+        for new in written:
+            tx.insert_event(run_id, new, now)
+    path = next((new.path for new in reversed(written) if new.path is not None), None)
+    if path is not None:  # the newest event with a path, as get() would read it
+        record = attrs.evolve(record, current_path=path)
     return record
+
+
+def event_params(events: abc.Sequence[NewEvent]) -> dict[str, Any]:
+    """
+    Return the parameters ``kind_i``, ``path_i``, ``data_i`` of a batch of events.
+    """
+    params: dict[str, Any] = {}
+    for (kind, path, data), new in zip(_EVENT_PARAMS, events, strict=False):
+        params[kind] = new.kind
+        params[path] = dump_path(new.path)
+        params[data] = new.data
+    return params
 
 
 def heartbeat(tx: Tx, run_id: str, claim: Claim) -> None:

@@ -337,19 +337,25 @@ def finish_run() -> ClauseElement:
     )
 
 
-def finish_run_with_event() -> ClauseElement:
-    # PostgreSQL: the run's new status and its event in one statement, one round trip.
+def finish_run_with_events(count: int) -> ClauseElement:
+    # PostgreSQL: the run's new status and its ``count`` last events in one
+    # statement, one round trip (events ``kind_i``, ``path_i``, ``data_i``).
     done = finish_run().cte("done")  # type: ignore[attr-defined]
-    event = sa.select(
-        done.c.id,
-        _p("kind", type_=sa.Text),
-        _p("path", type_=sa.Text),
-        _p("data", type_=sa.Text),
-        _p("now", type_=_INSTANT),
-    )
+    rows = [
+        sa.select(
+            done.c.id,
+            _p(f"kind_{i}", type_=sa.Text),
+            _p(f"path_{i}", type_=sa.Text),
+            _p(f"data_{i}", type_=sa.Text),
+            _p("now", type_=_INSTANT),
+        )
+        for i in range(count)
+    ]
     added = (
         _events.insert()
-        .from_select(["run_id", "kind", "path", "data", "at"], event)
+        .from_select(
+            ["run_id", "kind", "path", "data", "at"], rows[0] if count == 1 else sa.union_all(*rows)
+        )
         .returning(_e.seq)
         .cte("added")
     )

@@ -294,6 +294,8 @@ class Stateful(Node[Any, Any]):
             FlowPaused: The run paused; its ``run_id`` says which run to resume.
             StepFailed: The run failed; the message is the run's error.
         """
+        if ctx.journal is not None:
+            await ctx.journal.settle()  # the enclosing run's records, before this one starts
         record = await self.start(input, services=ctx.services)
         if record.status is RunStatus.COMPLETED:
             return record.output
@@ -317,61 +319,57 @@ class Stateful(Node[Any, Any]):
         journal = RunJournal(self.store, record.id, claim, codec, history)
         ctx = FlowContext(services=services, run_id=record.id, journal=journal, clock=self.clock)
         heartbeat = asyncio.create_task(self._heartbeat(record.id, claim))
-        store = self.store
+
+        async def end(status: RunStatus, event: NewEvent, **fields: Any) -> RunRecord:
+            # The run's last records go with its end, in one transaction.
+            final = await self.store.finish(
+                record.id, claim=claim, status=status, event=event, events=journal.drain(), **fields
+            )
+            return self._typed(final)
+
         try:
             out = await invoke(self.flow, ctx, None, value)
         except FlowPaused as paused:
             data = {"wake_at": paused.wake_at, "signals": list(paused.signals)}
-            final = await store.finish(
-                record.id,
-                claim=claim,
-                status=RunStatus.PAUSED,
-                event=NewEvent(PAUSED, paused.path, codec.dumps(data, path=(), run_id=record.id)),
+            data_json = codec.dumps(data, path=(), run_id=record.id)
+            return await end(
+                RunStatus.PAUSED,
+                NewEvent(PAUSED, paused.path, data_json),
                 wake_at=paused.wake_at,
                 signals=paused.signals,
             )
-            return self._typed(final)
         except RunLocked:
             # The claim was lost: the run was cancelled, or taken over.
-            now = await store.get(record.id)
+            now = await self.store.get(record.id)
             if now.status is RunStatus.CANCELLED:
                 return self._typed(now)
             raise
         except FlowError as failure:
-            final = await store.finish(
-                record.id,
-                claim=claim,
-                status=RunStatus.FAILED,
-                event=NewEvent(RUN_FAILED, failure.path or None, json.dumps(error_fields(failure))),
-                error=str(failure),
-            )
-            return self._typed(final)
+            fields = json.dumps(error_fields(failure))
+            event = NewEvent(RUN_FAILED, failure.path or None, fields)
+            return await end(RunStatus.FAILED, event, error=str(failure))
         except BaseException:
-            # Cancelled, or a bug: hand the run back so it can be resumed at once.
+            # Cancelled, or a bug: keep what completed, and hand the run back so
+            # that it can be resumed at once.
             with contextlib.suppress(Exception):
-                await asyncio.shield(store.release(record.id, claim=claim))
+                await asyncio.shield(self._hand_back(journal, record.id, claim))
             raise
         finally:
             heartbeat.cancel()
         try:
             out_json = codec.dumps(out, path=(), run_id=record.id)
         except FlowError as failure:
-            final = await store.finish(
-                record.id,
-                claim=claim,
-                status=RunStatus.FAILED,
-                event=NewEvent(RUN_FAILED, None, json.dumps(error_fields(failure))),
-                error=str(failure),
-            )
-            return self._typed(final)
-        final = await store.finish(
-            record.id,
-            claim=claim,
-            status=RunStatus.COMPLETED,
-            event=NewEvent(COMPLETED, None, out_json),
-            output_json=out_json,
+            event = NewEvent(RUN_FAILED, None, json.dumps(error_fields(failure)))
+            return await end(RunStatus.FAILED, event, error=str(failure))
+        final = await end(
+            RunStatus.COMPLETED, NewEvent(COMPLETED, None, out_json), output_json=out_json
         )
-        return attrs.evolve(self._typed(final), output=out)
+        return attrs.evolve(final, output=out)
+
+    async def _hand_back(self, journal: RunJournal, run_id: str, claim: Claim) -> None:
+        with contextlib.suppress(Exception):
+            await journal.settle()
+        await self.store.release(run_id, claim=claim)
 
     async def _heartbeat(self, run_id: str, claim: Claim) -> None:
         # Renew the lease while a long step runs without checkpoints.

@@ -102,9 +102,14 @@ class StateStore(Protocol):
         error: str | None = None,
         wake_at: dt.datetime | None = None,
         signals: abc.Collection[str] = (),
+        events: abc.Sequence[NewEvent] = (),
     ) -> RunRecord:
         """
         End a claim: set the status (paused, completed, failed), release the lease.
+
+        ``events`` (the run's last journal records) are appended before ``event``,
+        in the same transaction. A run that pauses for ``signals`` is due at
+        once if one of them is already here.
 
         Raises:
             RunLocked: ``claim`` no longer holds the run.

@@ -258,6 +258,25 @@ class CrashingStore:
             raise self._die(claim, point)
         return seqs
 
+    async def finish(
+        self, run_id: str, *, claim: Claim, events: abc.Sequence[NewEvent] = (), **fields: Any
+    ) -> RunRecord:
+        """
+        End a claim (a dead claim cannot), with the run's last records.
+
+        Crashes before or after writing them if one is the armed checkpoint.
+        """
+        self._check_alive(claim, run_id)
+        pairs = [(event.path, event.kind) for event in events]
+        point = self._due(pairs, "before")
+        if point is not None:
+            raise self._die(claim, point)
+        record: RunRecord = await self.inner.finish(run_id, claim=claim, events=events, **fields)
+        point = self._due(pairs, "after")
+        if point is not None:
+            raise self._die(claim, point)
+        return record
+
     async def take_signal(
         self, run_id: str, signal: str, path: Path, *, claim: Claim
     ) -> Event | None:
@@ -273,13 +292,6 @@ class CrashingStore:
         if point is not None:
             raise self._die(claim, point)
         return event
-
-    async def finish(self, run_id: str, *, claim: Claim, **changes: Any) -> RunRecord:
-        """
-        End a claim (passed on; a dead claim cannot).
-        """
-        self._check_alive(claim, run_id)
-        return await self.inner.finish(run_id, claim=claim, **changes)
 
     async def heartbeat(self, run_id: str, *, claim: Claim) -> None:
         """
