@@ -383,7 +383,11 @@ def reservation_request(state: OrderState) -> ReservationRequest:
 
 # A declarative call: ``await ctx.services["inventory"].reserve(request)``. Its
 # undo is another method of the same service, called with the reservation.
-reserve = sf.Call("inventory", "reserve", compensate="release", name="reserve")
+# ``output_type`` says what it returns, so a resumed durable run reads the
+# journaled reservation back as a Reservation, not as JSON data.
+reserve = sf.Call(
+    "inventory", "reserve", compensate="release", output_type=Reservation, name="reserve"
+)
 
 
 async def refund_payment(ctx: sf.FlowContext, _state: OrderState, payment: Payment) -> None:

@@ -4,6 +4,7 @@ Leaves: a step wraps a function, a call names a service method.
 
 from __future__ import annotations
 
+import typing
 from typing import TYPE_CHECKING, Any, TypeVar, final, overload
 
 import attrs
@@ -46,6 +47,32 @@ def _check_retry(owner: str, retry: object) -> None:
     if retry is not None and not isinstance(retry, RetryPolicy):
         msg = f"{owner}: retry must be a RetryPolicy, got {type(retry).__name__}"
         raise FlowDefinitionError(msg)
+
+
+# ``type X = ...`` aliases (3.12+) are types to the codec too.
+_TYPE_FORMS: tuple[type, ...] = (type, typing.NewType, getattr(typing, "TypeAliasType", type))
+
+
+def _check_output_type(owner: str, output_type: object) -> None:
+    # A class, Any, or a typing form (list[X], X | None, Literal, NewType, a
+    # type alias): what the codec can structure into. A string would be a
+    # forward reference nothing resolves; an instance is a slip.
+    if (
+        isinstance(output_type, _TYPE_FORMS)
+        or output_type is Any
+        or typing.get_origin(output_type) is not None
+    ):
+        return
+    msg = (
+        f"{owner}: output_type must be a type (a class, or a form like list[Item]), "
+        f"got {output_type!r}"
+    )
+    raise FlowDefinitionError(msg)
+
+
+def _type_name(output_type: Any) -> str:
+    # A class by its name; a typing form as typing writes it.
+    return output_type.__qualname__ if isinstance(output_type, type) else repr(output_type)
 
 
 def _undo_caller(
@@ -345,9 +372,15 @@ class Call(_Leaf[Any, Any]):
         timeout: As for ``Step``.
         inline: As for ``Step``.
         critical: As for ``Step``.
+        output_type: What the method returns (a class, or a typing form such
+            as ``list[Item]``): what a journaled output is read back as when
+            a durable run resumes. A method's return type cannot be read from
+            a service that is only named, so without it a resumed run gets
+            the output as JSON data (a dict for an attrs class).
         name: The call's path segment; its index in its parent if not given.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.2.0 ``output_type``.
     """
 
     service: str
@@ -357,6 +390,7 @@ class Call(_Leaf[Any, Any]):
     timeout: float | None = attrs.field(default=None, kw_only=True, converter=to_seconds)
     inline: bool = attrs.field(default=False, kw_only=True)
     critical: bool = attrs.field(default=True, kw_only=True)
+    output_type: Any = attrs.field(default=Any, kw_only=True)
     name: str | None = attrs.field(default=None, kw_only=True)
     _undo: abc.Callable[..., abc.Awaitable[Any]] | None = attrs.field(
         init=False, eq=False, repr=False
@@ -370,6 +404,7 @@ class Call(_Leaf[Any, Any]):
         owner = f"Call {(self.name or self.label)!r}"
         _check_timeout(owner, self.timeout)
         _check_retry(owner, self.retry)
+        _check_output_type(owner, self.output_type)
         for field in ("service", "method"):
             value = getattr(self, field)
             if not isinstance(value, str) or not value:
@@ -435,5 +470,6 @@ class Call(_Leaf[Any, Any]):
             timeout=self.timeout,
             inline=self.inline or None,
             critical=None if self.critical else False,
+            output_type=None if self.output_type is Any else _Raw(_type_name(self.output_type)),
             name=self.name,
         )
