@@ -8,6 +8,7 @@ import pytest
 from example_runner import load_example, run_example
 
 import systemflow as sf
+from systemflow.testing import FlowCase, FlowTestCase, MockService
 
 example = load_example("payment_routing")
 
@@ -20,15 +21,25 @@ def _script():
     return run_example("payment_routing")
 
 
-async def pay(customer, card="card-4242", amount=12_000, flow=None):
-    """Route one payment on fresh fakes; return (fakes, receipt or error)."""
-    fakes = example.make_services()
-    request = example.PaymentRequest(customer, amount, "EUR", card)
-    try:
-        output = await sf.execute(flow or example.build_flow(), request, services=fakes.services)
-    except sf.FlowError as exc:
-        return fakes, exc
-    return fakes, output
+def mocks():
+    """The fraud service (distrusting card-6666) and the gateway, as checked mocks."""
+    fraud = MockService("fraud", spec=example.FraudService)
+    fraud.on("score").calls(lambda request: 95 if request.card == "card-6666" else 12)
+    gateway = MockService("gateway", spec=example.Gateway)
+    gateway.on("charge").calls(
+        lambda terms, *, idempotency_key: example.Payment(
+            "P-1", terms.request.amount_cents + terms.fee_cents, terms.lane
+        )
+    )
+    return {"fraud": fraud, "gateway": gateway}
+
+
+def request(customer, card="card-4242", amount=12_000):
+    return example.PaymentRequest(customer, amount, "EUR", card)
+
+
+PREMIUM_RECEIPT = example.Receipt("P-1", "C-1", "premium", 12_000, 0, 12_000, "priority")
+REGULAR_RECEIPT = example.Receipt("P-1", "C-2", "regular", 12_000, 180, 12_180, "standard")
 
 
 class TestScript:
@@ -50,61 +61,100 @@ class TestScript:
         assert expected in script.stdout.splitlines()
 
 
-class TestPaymentRouting:
-    async def test_premium_takes_the_premium_branch(self):
-        """A premium customer pays no fee, in the priority lane."""
-        _, receipt = await pay(ADA)
+class TestPaymentRouting(FlowTestCase):
+    """The payment flow on mocked services."""
 
-        expected = example.Receipt("P-1", "C-1", "premium", 12_000, 0, 12_000, "priority")
-        assert expected == receipt
+    flow = example.build_flow()
+
+    async def test_cases(self):
+        """Each kind of payment ends as it should."""
+        await self.run_cases(
+            self.flow,
+            [
+                FlowCase("premium", request(ADA), expected_output=PREMIUM_RECEIPT, mocks=mocks()),
+                FlowCase("regular", request(BOB), expected_output=REGULAR_RECEIPT, mocks=mocks()),
+                FlowCase(
+                    "regular, distrusted card",
+                    request(BOB, card="card-6666"),
+                    expected_error=example.SuspectedFraudError,
+                    mocks=mocks(),
+                ),
+                FlowCase(
+                    "premium, distrusted card",
+                    request(ADA, card="card-6666"),
+                    expected_output=PREMIUM_RECEIPT,
+                    mocks=mocks(),
+                ),
+            ],
+        )
 
     async def test_premium_is_not_screened(self):
         """Only the chosen branch runs: the fraud service never hears of a premium payment."""
-        fakes, _ = await pay(ADA)
+        services = mocks()
+        result = await self.run_flow(self.flow, request(ADA), services=services)
 
-        assert [] == fakes.fraud.screened
+        self.assert_not_called(services["fraud"])
+        assert ["gateway.charge"] == [c.target for c in result.calls]
 
-    async def test_regular_takes_the_regular_branch(self):
-        """A regular customer is screened and pays the fee, in the standard lane."""
-        fakes, receipt = await pay(BOB)
+    async def test_regular_is_screened_then_charged(self):
+        """A regular customer is screened once, then charged with the fee."""
+        services = mocks()
+        result = await self.run_flow(self.flow, request(BOB), services=services)
 
-        expected = example.Receipt("P-1", "C-2", "regular", 12_000, 180, 12_180, "standard")
-        assert expected == receipt
-        assert 1 == len(fakes.fraud.screened)
+        self.assert_called(services["fraud"], "score", times=1, args=[request(BOB)])
+        self.assert_call_order(result, "fraud.score", "gateway.charge")
+        assert REGULAR_RECEIPT == result.output
 
     async def test_each_branch_charges_at_its_own_path(self):
         """The shared charge node gets each branch's path in its idempotency key."""
-        fakes_premium, _ = await pay(ADA)
-        fakes_regular, _ = await pay(BOB)
+        keys = []
+        for customer in (ADA, BOB):
+            services = mocks()
+            await self.harness.run(self.flow, request(customer), services=services, run_id="r")
+            (charge,) = services["gateway"].calls_to("charge")
+            keys.append(charge.kwargs["idempotency_key"])
 
-        keys = [
-            next(iter(fakes.gateway._by_key)).partition(":")[2]
-            for fakes in (fakes_premium, fakes_regular)
-        ]
-        assert ["premium/charge", "regular/charge"] == keys
+        assert ["r:premium/charge", "r:regular/charge"] == keys
 
     async def test_suspected_fraud_charges_nothing(self):
         """A high fraud score fails the regular branch at its screen; nothing is charged."""
-        fakes, error = await pay(BOB, card="card-6666")
+        services = mocks()
+        result = await self.run_flow(self.flow, request(BOB, card="card-6666"), services=services)
 
-        assert ("regular", "screen") == error.path
-        assert example.SuspectedFraudError is type(error.__cause__)
-        assert [] == fakes.gateway.charged
+        self.assert_failed_at(result, "regular/screen")
+        assert example.SuspectedFraudError is type(result.error.__cause__)
+        self.assert_not_called(services["gateway"])
 
     async def test_premium_card_is_trusted(self):
         """A premium customer's distrusted card is charged: premium payments are not screened."""
-        fakes, receipt = await pay(ADA, card="card-6666")
+        services = mocks()
+        result = await self.run_flow(self.flow, request(ADA, card="card-6666"), services=services)
 
-        assert ("premium", 1) == (receipt.route, len(fakes.gateway.charged))
+        assert "premium" == result.output.route
+        self.assert_called(services["gateway"], "charge", times=1)
 
-    @pytest.mark.parametrize(("amount", "fee"), [(100, 30), (2_000, 30), (12_000, 180)])
-    def test_regular_fee(self, amount, fee):
-        """The regular fee is 1.5 % of the amount, at least 30 cents."""
-        assert fee == example.regular_fee(amount)
+    async def test_a_failed_charge_fails_at_the_branch_charge(self):
+        """A gateway failure fails the payment at the charge of the branch taken."""
+        result = await self.run_flow(
+            self.flow, request(BOB), services=mocks(), faults={"regular/charge": OSError}
+        )
+
+        self.assert_failed_at(result, "regular/charge")
 
     async def test_branches_can_be_swapped(self):
         """build_flow takes its branches, like the Go constructor."""
         free = sf.Sequence(example.premium_terms, example.charge, example.receipt, name="free")
-        _, receipt = await pay(BOB, flow=example.build_flow(regular=free))
+        services = mocks()
+        result = await self.run_flow(
+            example.build_flow(regular=free), request(BOB), services=services
+        )
 
-        assert (0, "premium") == (receipt.fee_cents, receipt.route)
+        assert (0, "premium") == (result.output.fee_cents, result.output.route)
+        self.assert_not_called(services["fraud"])
+
+
+class TestFee:
+    @pytest.mark.parametrize(("amount", "fee"), [(100, 30), (2_000, 30), (12_000, 180)])
+    def test_regular_fee(self, amount, fee):
+        """The regular fee is 1.5 % of the amount, at least 30 cents."""
+        assert fee == example.regular_fee(amount)

@@ -8,10 +8,13 @@ import pytest
 from example_runner import load_example, run_example
 
 import systemflow as sf
+from systemflow.testing import CallLog, FlowCase, FlowTestCase, MockService
 
 example = load_example("user_registration")
 
 ADA = example.SignupForm(" Ada@Example.org", "Ada", "correct horse battery")
+USER = example.User("U-1", "ada@example.org", "Ada")
+MAILER_DOWN = example.MailerUnavailableError("mail relay refused the connection")
 
 
 @pytest.fixture(name="script", scope="module")
@@ -19,14 +22,15 @@ def _script():
     return run_example("user_registration")
 
 
-async def register(form=ADA, fakes=None, flow=None):
-    """Register ``form`` on fresh fakes; return (fakes, registration or error)."""
-    fakes = example.make_services() if fakes is None else fakes
-    try:
-        output = await sf.execute(flow or example.build_flow(), form, services=fakes.services)
-    except sf.FlowError as exc:
-        return fakes, exc
-    return fakes, output
+def mocks(*, email_free=True, mail=("M-1",)):
+    """The registration's services as mocks checked against the example's protocols."""
+    log = CallLog()
+    users = MockService("users", spec=example.UserService, log=log)
+    users.on("is_email_free").returns(email_free)
+    users.on("create").returns(USER)
+    mailer = MockService("mailer", spec=example.Mailer, log=log)
+    mailer.on("send_welcome").then(*mail)
+    return {"users": users, "mailer": mailer}
 
 
 class TestScript:
@@ -58,63 +62,133 @@ class TestScript:
         assert "=> REGISTERED U-1 grace@example.org; welcome mail: not sent" in out
 
 
-class TestRegistration:
-    async def test_happy_path_returns_the_user(self):
-        """A valid form yields the created user, its address normalised, and the mail's id."""
-        _, registration = await register()
+class TestRegistration(FlowTestCase):
+    """The registration flow on mocked services."""
 
-        expected = example.Registration(example.User("U-1", "ada@example.org", "Ada"), "M-1")
-        assert expected == registration
+    flow = example.build_flow()
+
+    async def test_cases(self):
+        """Each kind of form ends as it should."""
+        await self.run_cases(
+            self.flow,
+            [
+                FlowCase(
+                    "happy", ADA, expected_output=example.Registration(USER, "M-1"), mocks=mocks()
+                ),
+                FlowCase(
+                    "invalid form",
+                    example.SignupForm("nobody", " ", "short"),
+                    expected_error=example.InvalidFormError,
+                    mocks=mocks(),
+                ),
+                FlowCase(
+                    "taken address",
+                    ADA,
+                    expected_error="ada@example.org is already registered",
+                    mocks=mocks(email_free=False),
+                ),
+                FlowCase(
+                    "mailer down",
+                    ADA,
+                    expected_output=example.Registration(USER, None),
+                    mocks=mocks(mail=(MAILER_DOWN,)),
+                ),
+            ],
+        )
+
+    async def test_happy_path_calls_in_order(self):
+        """The address is checked, then the user created, then welcomed."""
+        result = await self.run_flow(self.flow, ADA, services=mocks())
+
+        self.assert_call_order(result, "users.is_email_free", "users.create", "mailer.send_welcome")
+        assert ["users.is_email_free", "users.create", "mailer.send_welcome"] == [
+            c.target for c in result.calls
+        ]
+
+    async def test_address_is_normalised(self):
+        """The users service is asked about the address trimmed and lower-cased."""
+        services = mocks()
+        await self.run_flow(self.flow, ADA, services=services)
+
+        self.assert_called(services["users"], "is_email_free", args=["ada@example.org"])
 
     async def test_happy_path_stores_only_a_hash(self):
-        """The users service gets the password's hash, never the password."""
-        fakes, _ = await register()
+        """The users service gets the password's hash, never the password, and the node's key."""
+        services = mocks()
+        await self.harness.run(self.flow, ADA, services=services, run_id="run-1")
+        (create,) = services["users"].calls_to("create")
+        (user,) = create.args
 
-        ((user, key),) = fakes.users.requests
         assert user.password_hash.startswith("sha256:")
         assert "correct horse battery" not in repr(user)
-        assert key.endswith(":account/create_user")
+        assert {"idempotency_key": "run-1:account/create_user"} == create.kwargs
 
     async def test_happy_path_sends_one_welcome(self):
         """The welcome mail goes to the new user once."""
-        fakes, _ = await register()
+        services = mocks()
+        await self.run_flow(self.flow, ADA, services=services)
 
-        assert [example.Welcome("U-1", "ada@example.org", "Ada")] == fakes.mailer.sent
+        welcome = example.Welcome("U-1", "ada@example.org", "Ada")
+        self.assert_called(services["mailer"], "send_welcome", times=1, args=[welcome])
 
     async def test_invalid_form_fails_at_check_form(self):
         """A malformed form fails at validation/check_form, with every problem named."""
-        bad = example.SignupForm("nobody", " ", "short")
-        fakes, error = await register(bad)
+        services = mocks()
+        result = await self.run_flow(
+            self.flow, example.SignupForm("nobody", " ", "short"), services=services
+        )
 
-        assert ("validation", "check_form") == error.path
-        assert example.InvalidFormError is type(error.__cause__)
-        assert 3 == str(error.__cause__).count(";") + 1
-        assert {} == fakes.users.users
+        self.assert_failed_at(result, "validation/check_form")
+        assert example.InvalidFormError is type(result.error.__cause__)
+        assert 3 == str(result.error.__cause__).count(";") + 1
+        assert () == result.calls
 
     async def test_taken_email_creates_nothing(self):
-        """A taken address fails at validation/email_available; no user is created."""
-        fakes = example.make_services(taken=("ada@example.org",))
-        _, error = await register(fakes=fakes)
+        """A taken address fails at validation/email_available; no user is created, no mail."""
+        services = mocks(email_free=False)
+        result = await self.run_flow(self.flow, ADA, services=services)
 
-        assert ("validation", "email_available") == error.path
-        assert ["ada@example.org"] == list(fakes.users.users)
-        assert [] == fakes.mailer.sent
+        self.assert_failed_at(result, "validation/email_available")
+        self.assert_not_called(services["users"], "create")
+        self.assert_not_called(services["mailer"])
 
     async def test_mailer_down_keeps_the_account(self):
         """A mailer that fails twice leaves the mail unsent and the user registered."""
-        fakes, registration = await register(fakes=example.make_services(mailer_down=True))
+        services = mocks(mail=(MAILER_DOWN,))
+        result = await self.run_flow(self.flow, ADA, services=services)
 
-        assert (2, None) == (fakes.mailer.attempts, registration.welcome_message_id)
-        assert "U-1" == registration.user.id
+        self.assert_called(services["mailer"], "send_welcome", times=2)
+        assert (None, "U-1") == (result.output.welcome_message_id, result.output.user.id)
+        self.assert_compensated(result)
+
+    async def test_mailer_down_is_retried_on_the_fake_clock_and_logged(self):
+        """The retry's backoff runs on the fake clock; the give-up is logged as ignored."""
+        result = await self.run_flow(self.flow, ADA, services=mocks(mail=(MAILER_DOWN,)))
+        events = [log["event"] for log in result.logs]
+
+        assert 1 == len(self.clock.sleeps)
+        assert "systemflow.retry_scheduled" in events
+        assert "systemflow.step_failed_ignored" in events
+
+    async def test_mailer_recovers_on_the_retry(self):
+        """A mailer that fails once sends on the second attempt."""
+        services = mocks(mail=(MAILER_DOWN, "M-2"))
+        result = await self.run_flow(self.flow, ADA, services=services)
+
+        assert "M-2" == result.output.welcome_message_id
+        self.assert_called(services["mailer"], "send_welcome", times=2)
 
     async def test_sub_flows_can_be_swapped(self):
         """build_flow takes its sub-flows, like the Go constructor: a quiet notification."""
         quiet = sf.Sequence(example.registered, name="notification")
-        flow = example.build_flow(notification=quiet)
-        fakes, registration = await register(flow=flow)
+        services = mocks()
+        result = await self.run_flow(example.build_flow(notification=quiet), ADA, services=services)
 
-        assert ([], None) == (fakes.mailer.sent, registration.welcome_message_id)
+        self.assert_not_called(services["mailer"])
+        assert None is result.output.welcome_message_id
 
+
+class TestTree:
     def test_the_tree_is_three_sub_flows(self):
         """The root is a Sequence of validation, account and notification."""
         flow = example.build_flow()
