@@ -9,8 +9,21 @@ import asyncio
 import attrs
 import pytest
 from example_runner import load_example, run_example
+from hypothesis import given, settings
 
 from systemflow.state import InMemoryStateStore, RunStatus
+from systemflow.testing import (
+    CallLog,
+    CrashPoint,
+    DurableFlow,
+    FlowHarness,
+    MockService,
+    assert_call_order,
+    assert_called,
+    assert_failed_at,
+    assert_not_called,
+    strategies,
+)
 
 example = load_example("invoice_approval")
 
@@ -144,33 +157,73 @@ class TestCommandLine:
         assert ["APPROVED", "REJECTED", "REJECTED"] == outcomes
 
 
-# --- The flow in-process: a store in memory -------------------------------------
+# --- The flow in-process: mocked services, the testing kit's durable harness ---------
+
+PAYMENT = example.ScheduledPayment("PAY-1", 420_000, "Acme Office Supplies")
+
+
+def mocks(*, registered=True, budget=1_000_000):
+    """The six services as mocks checked against the example's protocols.
+
+    The directory answers as the example's does (the manager, or the finance
+    director above 5,000.00), so the routing is the example's own.
+    """
+    log = CallLog()
+    vendors = MockService("vendors", spec=example.VendorRegistry, log=log)
+    vendors.on("is_registered").returns(registered)
+    budgets = MockService("budgets", spec=example.Budgets, log=log)
+    budgets.on("remaining").returns(budget)
+    directory = MockService("directory", spec=example.Directory, log=log)
+    directory.on("approver_for").calls(example.FakeDirectory().approver_for)
+    notifier = MockService("notifier", spec=example.Notifier, log=log)
+    notifier.on("notify")
+    ledger = MockService("ledger", spec=example.Ledger, log=log)
+    ledger.on("set_status")
+    payments = MockService("payments", spec=example.Payments, log=log)
+    payments.on("schedule").returns(PAYMENT)
+    return {
+        "vendors": vendors,
+        "budgets": budgets,
+        "directory": directory,
+        "notifier": notifier,
+        "ledger": ledger,
+        "payments": payments,
+    }
+
+
+def invoice(vendor="Acme Office Supplies", department="facilities", cents=420_000):
+    return example.Invoice("INV-1", vendor, department, cents)
 
 
 @attrs.define
 class Desk:
-    """One durable invoice flow, its store and its fake services."""
+    """One durable invoice flow under the testing kit, and its mocked services."""
 
-    store: InMemoryStateStore = attrs.field(factory=InMemoryStateStore)
-    fakes: object = attrs.field(factory=example.make_services)
-    services: dict = attrs.field(default=None)
+    services: dict = attrs.field(factory=mocks)
+    harness: FlowHarness = attrs.field(factory=FlowHarness)
+    durable: DurableFlow = attrs.field(init=False)
 
     def __attrs_post_init__(self):
-        if self.services is None:
-            self.services = self.fakes.services
+        self.durable = self.harness.durable(example.build(InMemoryStateStore()))
 
-    @property
-    def flow(self):
-        return example.build(self.store)
+    def __getitem__(self, service):
+        return self.services[service]
 
-    async def submit(self, vendor="Acme Office Supplies", department="facilities", cents=420_000):
-        invoice = example.Invoice("INV-1", vendor, department, cents)
-        return await self.flow.start(invoice, services=self.services)
+    async def submit(self, crash_at=None, **fields):
+        return await self.durable.start(
+            invoice(**fields), services=self.services, crash_at=crash_at
+        )
 
-    async def decide(self, run_id, verdict, by="Tom Baker", comment=""):
+    async def resume(self, run_id, crash_at=None):
+        return await self.durable.resume(run_id, services=self.services, crash_at=crash_at)
+
+    async def decide(self, run_id, verdict, by="Tom Baker", comment="", crash_at=None):
         payload = example.decision_payload(verdict, by, comment)
-        await self.store.signal(run_id, example.DECISION, payload)
-        return await self.flow.resume(run_id, services=self.services)
+        await self.durable.signal(run_id, example.DECISION, payload)
+        record = await self.resume(run_id, crash_at=crash_at)
+        if record.status is RunStatus.RUNNING:  # it crashed: another process takes over
+            record = await self.resume(run_id)
+        return record
 
 
 class TestFlowInProcess:
@@ -180,8 +233,18 @@ class TestFlowInProcess:
         record = await desk.submit()
 
         assert (RunStatus.PAUSED, WAIT_PATH) == (record.status, record.current_path)
-        assert ["Tom Baker"] == [to for to, _ in desk.fakes.notifier.sent]
-        assert {"INV-1": "awaiting approval"} == desk.fakes.ledger.statuses
+        assert_called(desk["notifier"], "notify", times=1)
+        assert "Tom Baker" == desk["notifier"].calls_to("notify")[0].args[0]
+        assert_called(desk["ledger"], "set_status", times=1, args=["INV-1", example.AWAITING])
+
+    async def test_asks_after_the_checks(self):
+        """The approver is notified, then the ledger updated, after all three checks."""
+        desk = Desk()
+        record = await desk.submit()
+        result = await desk.durable.result(record.id, services=desk.services)
+
+        for check in ("vendors.is_registered", "budgets.remaining", "directory.approver_for"):
+            assert_call_order(result, check, "notifier.notify", "ledger.set_status")
 
     async def test_approval_schedules_the_payment(self):
         """An approval schedules one payment and marks the invoice approved."""
@@ -189,16 +252,17 @@ class TestFlowInProcess:
         record = await desk.submit()
         record = await desk.decide(record.id, "approve", comment="as ordered")
 
-        payment = desk.fakes.payments.scheduled[0]
         expected = example.InvoiceOutcome(
             "INV-1",
             "approved",
             reason="approved by Tom Baker: as ordered",
             decided_by="Tom Baker",
-            payment_id=payment.payment_id,
+            payment_id="PAY-1",
         )
         assert (RunStatus.COMPLETED, expected) == (record.status, record.output)
-        assert "approved" == desk.fakes.ledger.statuses["INV-1"]
+        assert_called(desk["payments"], "schedule", times=1, args=[invoice()])
+        statuses = [call.args[1] for call in desk["ledger"].calls_to("set_status")]
+        assert [example.AWAITING, example.APPROVED] == statuses
 
     async def test_rejection_pays_nothing(self):
         """A rejection ends the run rejected, with nothing scheduled."""
@@ -210,11 +274,11 @@ class TestFlowInProcess:
             record.output.status,
             record.output.reason,
         )
-        assert [] == desk.fakes.payments.scheduled
+        assert_not_called(desk["payments"])
 
     async def test_over_budget_is_rejected_without_asking(self):
         """A failed check rejects the invoice at once: no pause, nobody notified."""
-        desk = Desk()
+        desk = Desk(services=mocks(budget=200_000))
         record = await desk.submit(department="marketing", cents=300_000)
 
         assert (RunStatus.COMPLETED, "rejected", "the checks") == (
@@ -223,56 +287,53 @@ class TestFlowInProcess:
             record.output.decided_by,
         )
         assert record.output.reason.startswith("failed checks: budget:")
-        assert [] == desk.fakes.notifier.sent
+        assert_not_called(desk["notifier"])
 
     async def test_unknown_vendor_is_rejected(self):
         """An unregistered vendor fails the invoice check."""
-        record = await Desk().submit(vendor="Shady Ltd")
+        desk = Desk(services=mocks(registered=False))
+        record = await desk.submit(vendor="Shady Ltd")
 
         assert "failed checks: invoice: Shady Ltd is not a registered vendor" == (
             record.output.reason
         )
+        assert_called(desk["vendors"], "is_registered", args=["Shady Ltd"])
 
     async def test_large_invoice_goes_to_the_finance_director(self):
         """Above 5,000.00 the finance director is asked, not the manager."""
         desk = Desk()
         await desk.submit(cents=500_001)
 
-        assert ["Maria Garcia"] == [to for to, _ in desk.fakes.notifier.sent]
+        assert_called(desk["directory"], "approver_for", args=["facilities", 500_001])
+        assert ["Maria Garcia"] == [c.args[0] for c in desk["notifier"].calls_to("notify")]
 
     async def test_resume_does_not_check_again(self):
         """Resuming reads the checks from the journal: the vendor registry is asked once."""
         desk = Desk()
         record = await desk.submit()
-        await desk.flow.resume(record.id, services=desk.services)  # no decision yet: pauses
+        again = await desk.resume(record.id)  # no decision yet: pauses
         await desk.decide(record.id, "approve")
 
-        assert ["Acme Office Supplies"] == desk.fakes.vendors.asked
-        assert 1 == len(desk.fakes.notifier.sent)
+        assert RunStatus.PAUSED == again.status
+        assert_called(desk["vendors"], "is_registered", times=1)
+        assert_called(desk["notifier"], "notify", times=1)
 
     async def test_checks_run_at_the_same_time(self):
         """The three checks run concurrently: each waits for the other two to start."""
         barrier = asyncio.Barrier(3)
-        fakes = example.make_services()
 
-        class Meeting:
-            def __init__(self, service):
-                self.service = service
+        def meeting(answer):
+            async def call(*_args):
+                await barrier.wait()  # would never pass if the checks ran one by one
+                return answer
 
-            def __getattr__(self, method):
-                async def call(*args):
-                    await barrier.wait()  # would never pass if the checks ran one by one
-                    return await getattr(self.service, method)(*args)
+            return call
 
-                return call
-
-        services = {
-            **fakes.services,
-            "vendors": Meeting(fakes.vendors),
-            "budgets": Meeting(fakes.budgets),
-            "directory": Meeting(fakes.directory),
-        }
-        desk = Desk(fakes=fakes, services=services)
+        services = mocks()
+        services["vendors"].on("is_registered").calls(meeting(True))
+        services["budgets"].on("remaining").calls(meeting(1_000_000))
+        services["directory"].on("approver_for").calls(meeting("Tom Baker"))
+        desk = Desk(services=services)
         async with asyncio.timeout(10):
             record = await desk.submit()
 
@@ -282,9 +343,52 @@ class TestFlowInProcess:
         """An invoice without an amount fails at open_invoice, before any check."""
         desk = Desk()
         record = await desk.submit(cents=0)
+        result = await desk.durable.result(record.id, services=desk.services)
 
         assert (RunStatus.FAILED, ("open_invoice",)) == (record.status, record.current_path)
-        assert [] == desk.fakes.vendors.asked
+        assert_failed_at(result, "open_invoice")
+        assert_not_called(desk["vendors"])
+
+
+class TestCrashes:
+    """A process that dies anywhere in an approval, and the run resumed by another."""
+
+    async def test_crash_after_the_payment_pays_once(self):
+        """Dying right after the payment is checkpointed: the resumed run schedules it once."""
+        desk = Desk()
+        record = await desk.submit()
+        point = CrashPoint("route/approval/outcome/approve/pay/payment")
+        record = await desk.decide(record.id, "approve", crash_at=point)
+
+        assert ([point], RunStatus.COMPLETED) == (desk.durable.store.crashes, record.status)
+        assert_called(desk["payments"], "schedule", times=1)
+
+    @settings(max_examples=40, deadline=None, database=None, derandomize=True)
+    @given(point=strategies.crash_points(example.build_flow()))
+    def test_a_crash_anywhere_gives_the_same_outcome(self, point):
+        """Wherever the process dies, the approved run ends as an uninterrupted one does."""
+
+        async def approve(crash_at):
+            desk = Desk()
+            record = await desk.submit(crash_at=crash_at)
+            if record.status is RunStatus.RUNNING:  # it crashed: another process takes over
+                crash_at = None  # one crash per run
+                record = await desk.resume(record.id)
+            record = await desk.decide(record.id, "approve", crash_at=crash_at)
+            return desk, record
+
+        async def scenario():
+            return await approve(None), await approve(point)
+
+        (_, expected), (desk, crashed) = asyncio.run(scenario())
+        keys = {c.kwargs["idempotency_key"] for c in desk["payments"].calls_to("schedule")}
+        # A point on a branch an approved run does not take never fires.
+        fires = not {"auto_reject", "reject"} & set(point.path)
+
+        assert (RunStatus.COMPLETED, expected.output) == (crashed.status, crashed.output)
+        crashes = [(c.path, c.when) for c in desk.durable.store.crashes]
+        assert [(point.path, point.when)] * fires == crashes
+        assert 1 == len(keys)  # a payment made again is made with the same key
 
 
 class TestDecisionPayload:
