@@ -380,7 +380,6 @@ class Call(_Leaf[Any, Any]):
         name: The call's path segment; its index in its parent if not given.
 
     .. versionadded:: 0.1.0
-    .. versionchanged:: 0.2.0 ``output_type``.
     """
 
     service: str

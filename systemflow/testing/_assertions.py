@@ -53,7 +53,7 @@ def assert_called(
     With ``args`` and/or ``kwargs``, only the calls with exactly those
     positional and/or keyword arguments count.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
     made = mock.calls_to(method)
     matching = [
@@ -84,7 +84,7 @@ def assert_not_called(mock: MockService, method: str | None = None) -> None:
     """
     Assert that ``mock.method`` was never called (or, without ``method``, nothing on ``mock``).
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
     made = mock.calls if method is None else mock.calls_to(method)
     if not made:
@@ -110,7 +110,7 @@ def assert_call_order(source: CallSource, *expected: str | ServiceCall) -> None:
         expected: ``"service.method"``, or a ``ServiceCall`` to match its
             arguments too.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
     calls = _calls_of(source)
     position = 0
@@ -137,7 +137,7 @@ def assert_compensated(result: FlowResult, *paths: Path | str) -> None:
 
     With no paths: that nothing was undone.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
     expected = [parse_path(p) for p in paths]
     actual = list(result.compensated)
@@ -154,7 +154,7 @@ def assert_failed_at(result: FlowResult, path: Path | str) -> None:
     """
     Assert that the flow failed because the node at ``path`` failed.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
     expected = parse_path(path)
     if result.error is None:

@@ -144,7 +144,7 @@ class FlowCase:
         mocks: The services, by name (``MockService`` instances or any fakes).
         faults: Paths whose node must fail, with the exception to raise.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
     name: str
@@ -205,7 +205,7 @@ class FlowTestCase(unittest.IsolatedAsyncioTestCase):
     durable flow to check with the ``assert_*`` methods. Every test gets a
     fresh ``harness`` and fake ``clock``.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
     @property

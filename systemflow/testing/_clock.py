@@ -24,7 +24,7 @@ class FakeClock:
     Attributes:
         sleeps: Every ``sleep`` asked for, in seconds, oldest first.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
     __slots__ = ("_now", "sleeps")

@@ -41,7 +41,7 @@ class SimulatedCrash(BaseException):
     Attributes:
         point: Where the crash was injected.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
     def __init__(self, message: str, *, point: CrashPoint) -> None:
@@ -79,7 +79,7 @@ class CrashPoint:
         when: ``"before"`` or ``"after"`` the checkpoint is written.
         kind: The kind of record to crash at; the first one at ``path`` if ``None``.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
     path: Path = attrs.field(converter=parse_path)
@@ -178,7 +178,7 @@ class CrashingStore:
         inner: The store that keeps the runs.
         crashes: The points that fired, oldest first.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
     def __init__(self, inner: StateStore) -> None:

@@ -62,7 +62,7 @@ class FlowResult:
         crashes: The simulated crashes of a durable run, oldest first.
         faults_hit: The paths where an injected failure fired, in order.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
     output: Any = None
@@ -143,7 +143,7 @@ class FlowHarness:
     Attributes:
         clock: The fake clock every run of this harness uses.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
     def __init__(self, *, clock: FakeClock | None = None) -> None:
@@ -256,7 +256,7 @@ class DurableFlow:
         store: The crash-injecting store around the real one.
         clock: The harness's fake clock.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
     def __init__(self, stateful: Stateful, store: CrashingStore, clock: FakeClock) -> None:

@@ -49,7 +49,7 @@ class ServiceCall:
         args: The positional arguments.
         kwargs: The keyword arguments.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
     service: str
@@ -78,7 +78,7 @@ class CallLog:
     Give the same log to several mocks (``MockService(name, log=log)``) to
     check the order of calls across services.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
     __slots__ = ("_calls",)
@@ -128,7 +128,7 @@ class UnexpectedCall(AssertionError, AttributeError):
     ``AttributeError`` (the mock has no such method), so ``hasattr`` and
     ``getattr(mock, name, None)`` behave as for a real object without it.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
 
@@ -167,7 +167,7 @@ class MockMethod:
     twice, then returns ``payment`` from then on. A method configured with
     no answer returns ``None``.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
     __slots__ = ("_answers", "_service", "_used", "method")
@@ -268,7 +268,7 @@ class MockService:
         log: The shared log calls are also recorded on, if any.
         unexpected: Names of methods used without being configured, in order.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
     __slots__ = ("_calls", "_methods", "log", "name", "spec", "sync", "unexpected")

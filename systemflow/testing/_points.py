@@ -28,7 +28,7 @@ def list_failure_points(flow: Flow[Any, Any], *, within: Path | str | None = Non
         flow: The tree.
         within: Only the points at or below this path.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
     prefix = None if within is None else parse_path(within)
     found = [
@@ -58,7 +58,7 @@ def list_crash_points(
         within: Only the points at or below this path.
         when: Before the checkpoint is written, after, or both.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
     prefix = None if within is None else parse_path(within)
     moments = tuple(when)

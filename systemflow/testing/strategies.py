@@ -37,7 +37,7 @@ def failure_points(
     Raises:
         ValueError: The tree has no step there.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
     points = _points.list_failure_points(flow, within=within)
     if not points:
@@ -58,7 +58,7 @@ def crash_points(
     Raises:
         ValueError: The tree has no checkpoint there.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
     points = _points.list_crash_points(flow, within=within, when=when)
     if not points:
