@@ -227,16 +227,16 @@ def append(tx: Tx, run_id: str, events: abc.Sequence[NewEvent], claim: Claim) ->
             "renew_after": renew_after,
         }
         params |= event_params(batch)
-        rows = tx.rows(append_events, params, len(batch))
-        if not rows:
+        added = tx.inserted(append_events, params, len(batch))
+        if not added:
             tx.begin()  # renew, then insert again: together or not at all
             renewed = tx.dump(expires)
             held = {"run_id": run_id, "owner": claim.owner, "running": _RUNNING}
             if not tx.count(renew_lease, held | {"expires": renewed}):
                 raise tx.not_held(run_id)
             renew_after = params["renew_after"] = renewed
-            rows = tx.rows(append_events, params, len(batch))
-        seqs += sorted(row[0] for row in rows)  # ascending seqs are the events' order
+            added = tx.inserted(append_events, params, len(batch))
+        seqs += added  # ascending seqs are the events' order
     return seqs
 
 

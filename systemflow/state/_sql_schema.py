@@ -233,7 +233,7 @@ def insert_event() -> ClauseElement:
     )
 
 
-def append_events(count: int) -> ClauseElement:
+def append_events(count: int, returning: bool) -> ClauseElement:
     # One SELECT per event, each inserting only while the claim holds the run
     # with at least half a lease left (``renew_after``).
     held: sa.Select[Any] = (
@@ -252,11 +252,8 @@ def append_events(count: int) -> ClauseElement:
         for i in range(count)
     ]
     source = rows[0] if count == 1 else sa.union_all(*rows)
-    return (
-        _events.insert()
-        .from_select(["run_id", "kind", "path", "data", "at"], source)
-        .returning(_e.seq)
-    )
+    insert = _events.insert().from_select(["run_id", "kind", "path", "data", "at"], source)
+    return insert.returning(_e.seq) if returning else insert
 
 
 def _status_is(status: str) -> sa.ColumnElement[bool]:

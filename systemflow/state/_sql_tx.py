@@ -216,6 +216,23 @@ class Tx:
         """
         return list(self._execute(build, params, args).fetchall())
 
+    def inserted(
+        self, build: abc.Callable[..., ClauseElement], params: dict[str, Any], *args: Any
+    ) -> list[int]:
+        """
+        Run an ``INSERT`` built as ``build(*args, returning)``; return the new keys, ascending.
+
+        SQLite numbers the rows of one INSERT consecutively under its write lock,
+        so the last rowid and the count give them without a RETURNING clause,
+        which costs a temporary b-tree there (about a tenth of a checkpoint).
+        """
+        if self.dialect == "sqlite":
+            cursor = self._execute(build, params, (*args, False))
+            count: int = cursor.rowcount
+            last: int = cursor.lastrowid
+            return list(range(last - count + 1, last + 1)) if count > 0 else []
+        return sorted(row[0] for row in self._execute(build, params, (*args, True)).fetchall())
+
     def count(
         self, build: abc.Callable[..., ClauseElement], params: dict[str, Any], *args: Any
     ) -> int:
