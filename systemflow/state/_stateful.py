@@ -318,7 +318,7 @@ class Stateful(Node[Any, Any]):
         codec = Codec.shared()
         journal = RunJournal(self.store, record.id, claim, codec, history)
         ctx = FlowContext(services=services, run_id=record.id, journal=journal, clock=self.clock)
-        heartbeat = asyncio.create_task(self._heartbeat(record.id, claim))
+        heartbeat = _Heartbeat(self.store, record.id, claim)
 
         async def end(status: RunStatus, event: NewEvent, **fields: Any) -> RunRecord:
             # The run's last records go with its end, in one transaction.
@@ -355,7 +355,7 @@ class Stateful(Node[Any, Any]):
                 await asyncio.shield(self._hand_back(journal, record.id, claim))
             raise
         finally:
-            heartbeat.cancel()
+            heartbeat.stop()
         try:
             out_json = codec.dumps(out, path=(), run_id=record.id)
         except FlowError as failure:
@@ -370,13 +370,6 @@ class Stateful(Node[Any, Any]):
         with contextlib.suppress(Exception):
             await journal.settle()
         await self.store.release(run_id, claim=claim)
-
-    async def _heartbeat(self, run_id: str, claim: Claim) -> None:
-        # Renew the lease while a long step runs without checkpoints.
-        with contextlib.suppress(FlowError):
-            while True:
-                await asyncio.sleep(self.lease_seconds / 3)
-                await self.store.heartbeat(run_id, claim=claim)
 
     async def _refuse_version(self, record: RunRecord) -> None:
         history = await self.store.history(record.id)
@@ -405,3 +398,41 @@ class Stateful(Node[Any, Any]):
             input=codec.structure(record.input, self.input_type, path=(), run_id=record.id),
             output=output,
         )
+
+
+@final
+class _Heartbeat:
+    """
+    Strictly private: renews a claim's lease every third of it while a run works.
+
+    A timer, not a task, until it fires: most runs end long before, and a task
+    made and cancelled per run would cost more than the run's own bookkeeping.
+    """
+
+    __slots__ = ("_claim", "_handle", "_run_id", "_store", "_task")
+
+    def __init__(self, store: StateStore, run_id: str, claim: Claim) -> None:
+        self._store = store
+        self._run_id = run_id
+        self._claim = claim
+        self._task: asyncio.Task[None] | None = None
+        self._handle = asyncio.get_running_loop().call_later(self._every, self._beat)
+
+    @property
+    def _every(self) -> float:
+        return self._claim.lease_seconds / 3
+
+    def _beat(self) -> None:
+        self._task = asyncio.ensure_future(self._renew())
+
+    async def _renew(self) -> None:
+        try:
+            await self._store.heartbeat(self._run_id, claim=self._claim)
+        except FlowError:
+            return  # the claim lost the run: its next write will say so
+        self._handle = asyncio.get_running_loop().call_later(self._every, self._beat)
+
+    def stop(self) -> None:
+        self._handle.cancel()
+        if self._task is not None:
+            self._task.cancel()

@@ -399,6 +399,34 @@ class TestConcurrency:
         assert appends <= 5
 
 
+class TestHeartbeat:
+    async def test_long_step_keeps_its_lease(self, store):
+        """A step that outlasts the lease keeps the run: the heartbeat renews it."""
+        from systemflow.state._lease import is_dead
+        from systemflow.state._model import Claim
+
+        release = asyncio.Event()
+
+        async def slow(x: int) -> int:
+            await release.wait()
+            return x
+
+        durable = Stateful(sf.Step(slow, name="slow"), store=store, name="hb", lease_seconds=0.3)
+        task = asyncio.create_task(durable.start(1, run_id="hb-1"))
+        await asyncio.sleep(0.05)
+        first = (await store.get("hb-1")).lease_expires_at
+        await asyncio.sleep(0.5)  # past the first lease
+
+        renewed = (await store.get("hb-1")).lease_expires_at
+        with pytest.raises(sf.RunLocked):
+            await store.claim_run("hb-1", claim=Claim("other", 30), is_dead=is_dead)
+        release.set()
+        rec = await task
+
+        assert renewed > first
+        assert (RunStatus.COMPLETED, 1) == (rec.status, rec.output)
+
+
 class TestCancel:
     async def test_cancel_paused_run(self, store):
         """A cancelled run does not run again and takes no signals."""
