@@ -9,10 +9,16 @@ What it measures, on a ``pgserver`` PostgreSQL started in a temporary directory
    this very file being the flows' module). The workers are started and
    listening first; then N runs of a flow of three trivial async steps are
    enqueued in one transaction (``Stateful.enqueue(connection=...)``), and the
-   clock runs from its commit until a plain psycopg connection, polling every
-   5 ms, sees all N completed. The workers log every run (``run_ended``, as
-   the command does) to a file. The two cases alternate within each repeat;
-   the figure is the median over the repeats, and the ratio is of the medians.
+   clock runs from its commit (``time.time()``) to the latest ``updated_at`` of
+   the completed runs, which the worker sets in the transaction that completes
+   the run (same machine, same clock). A plain psycopg connection polls every
+   20 ms until all N are completed; the polls' timing does not enter the
+   figure. The workers log every run (``run_ended``, as the command does) to a
+   file. The two cases alternate within each repeat; the figure is the median
+   over the repeats, and the ratio is of the medians. On Linux, the CPU used
+   meanwhile is printed too: by each worker process, by PostgreSQL (its live
+   processes, plus the backends that exited, reaped by the postmaster), by the
+   benchmark itself, and by the whole machine (other processes included).
 2. Signal-to-resume latency: runs of ``WaitForSignal("go") >> Step(stamp)``
    paused, one worker process running (idle otherwise). For each sample, one
    run is signalled (``await store.signal(...)``); ``stamp`` returns
@@ -122,6 +128,16 @@ class Schema:
             self.url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True
         )
 
+    def last_completed(self) -> float:
+        """The latest ``updated_at`` of the completed runs, as a Unix time."""
+        row = self.poller.execute(
+            "SELECT extract(epoch FROM max(updated_at)) FROM runs WHERE status = 'completed'"
+        ).fetchone()
+        if not row or row[0] is None:
+            msg = "no completed run"
+            raise RuntimeError(msg)
+        return float(row[0])
+
     def count(self, where: str) -> int:
         """How many runs match ``where``."""
         row = self.poller.execute(f"SELECT count(*) FROM runs WHERE {where}").fetchone()  # noqa: S608
@@ -132,6 +148,73 @@ class Schema:
         self.poller.close()
         with psycopg.connect(self.uri, autocommit=True) as admin:
             admin.execute(f"DROP SCHEMA {self.name} CASCADE")
+
+
+class Cpu:
+    """
+    CPU seconds used so far (Linux ``/proc``): by some processes, by PostgreSQL, by the machine.
+    """
+
+    def __init__(self, pids: list[int]) -> None:
+        """Take the first reading, of these processes and of the rest."""
+        self.pids = pids
+        self.available = Path("/proc/stat").exists()
+        self.began = time.perf_counter()
+        self.first = self._read()
+
+    @staticmethod
+    def _process(pid: int, *, children: bool = False) -> float:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0  # it exited meanwhile
+        ticks = int(fields[11]) + int(fields[12])  # utime, stime
+        if children:  # cutime, cstime: its children that exited (the postmaster's backends)
+            ticks += int(fields[13]) + int(fields[14])
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+    @classmethod
+    def _postgres(cls) -> float:
+        total = 0.0
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    name = (entry / "comm").read_text().strip()
+                except OSError:
+                    continue
+                if name == "postgres":
+                    total += cls._process(int(entry.name), children=True)
+        return total
+
+    @staticmethod
+    def _busy() -> float:
+        with Path("/proc/stat").open() as stat:
+            ticks = [int(x) for x in stat.readline().split()[1:]]
+        return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # not idle, iowait
+
+    def _read(self) -> list[float]:
+        if not self.available:
+            return []
+        return [
+            *(self._process(pid) for pid in self.pids),
+            self._process(os.getpid()),
+            self._postgres(),
+            self._busy(),
+        ]
+
+    def report(self) -> str:
+        """The CPU used since the first reading, in % of one core."""
+        if not self.available:
+            return "(no /proc: CPU not measured)"
+        elapsed = time.perf_counter() - self.began
+        pct = [
+            round((b - a) / elapsed * 100) for a, b in zip(self.first, self._read(), strict=True)
+        ]
+        *workers, bench, postgres, busy = pct
+        return (
+            f"CPU % of a core: workers {'+'.join(map(str, workers))}, postgres {postgres}, "
+            f"benchmark {bench}; machine busy {busy} of {100 * (os.cpu_count() or 1)}"
+        )
 
 
 def _wait(predicate: Any, what: str, interval: float) -> float:
@@ -199,13 +282,16 @@ async def runs_per_second(uri: str, workers: int, runs: int, logs: Path) -> floa
                 with conn.begin():
                     for i in range(runs):
                         await flow.enqueue(i, connection=conn)
-                began = time.perf_counter()  # the commit: the workers hear of the runs
-            ended = _wait(
-                lambda: schema.count("status = 'completed'") == runs, "all runs completed", 0.005
-            )
+                began = time.time()  # the commit: the workers hear of the runs
+            cpu = Cpu([process.pid for process in processes])
+            _wait(lambda: schema.count("status = 'completed'") == runs, "all runs completed", 0.02)
+            usage = cpu.report()
+            ended = schema.last_completed()
         finally:
             stop_workers(processes)
-        return runs / (ended - began)
+        rate = runs / (ended - began)
+        print(f"  {workers} worker(s): {rate:8.1f} runs/s   {usage}", flush=True)
+        return rate
     finally:
         engine.dispose()
         await store.close()
@@ -255,9 +341,8 @@ async def _run(
     rates: dict[int, list[float]] = {1: [], 2: []}
     for repeat in range(repeats):
         for workers in (1, 2) if repeat % 2 == 0 else (2, 1):
-            rate = await runs_per_second(uri, workers, runs, logs)
-            rates[workers].append(rate)
-            print(f"  repeat {repeat + 1}: {workers} worker(s): {rate:8.1f} runs/s", flush=True)
+            print(f"  repeat {repeat + 1}:", end="", flush=True)
+            rates[workers].append(await runs_per_second(uri, workers, runs, logs))
     one_, two_ = statistics.median(rates[1]), statistics.median(rates[2])
     speedup = two_ / one_
     print(f"\nThroughput ({runs:,} runs of 3 trivial steps, median of {repeats} repeats):")
@@ -285,6 +370,13 @@ async def _run(
             ),
         ),
     ]
+
+
+def _load() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
 
 
 def _all(values: list[float]) -> str:
@@ -327,8 +419,9 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"systemflow worker benchmark: Python {sys.version.split()[0]}, "
                 f"PostgreSQL {row[0] if row else '?'} (pgserver, unix socket), "
-                f"{os.cpu_count()} CPUs\n  workers: --concurrency {CONCURRENCY} "
-                f"--poll {POLL_SECONDS}, logging every run to a file\n"
+                f"{os.cpu_count()} CPUs, load average {_load()}\n"
+                f"  workers: --concurrency {CONCURRENCY} --poll {POLL_SECONDS}, "
+                "logging every run to a file\n"
             )
             verdicts = asyncio.run(_run(uri, runs, repeats, samples, directory))
         finally:
