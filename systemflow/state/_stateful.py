@@ -320,12 +320,15 @@ class Stateful(Node[Any, Any]):
         ctx = FlowContext(services=services, run_id=record.id, journal=journal, clock=self.clock)
         heartbeat = _Heartbeat(self.store, record.id, claim)
 
-        async def end(status: RunStatus, event: NewEvent, **fields: Any) -> RunRecord:
-            # The run's last records go with its end, in one transaction.
+        async def end(
+            status: RunStatus, event: NewEvent, output: Any = None, **fields: Any
+        ) -> RunRecord:
+            # The run's last records go with its end, in one transaction; the
+            # record gets the input and output as values, not as stored JSON.
             final = await self.store.finish(
                 record.id, claim=claim, status=status, event=event, events=journal.drain(), **fields
             )
-            return self._typed(final)
+            return attrs.evolve(final, input=value, output=output)
 
         try:
             out = await invoke(self.flow, ctx, None, value)
@@ -361,10 +364,8 @@ class Stateful(Node[Any, Any]):
         except FlowError as failure:
             event = NewEvent(RUN_FAILED, None, json.dumps(error_fields(failure)))
             return await end(RunStatus.FAILED, event, error=str(failure))
-        final = await end(
-            RunStatus.COMPLETED, NewEvent(COMPLETED, None, out_json), output_json=out_json
-        )
-        return attrs.evolve(final, output=out)
+        event = NewEvent(COMPLETED, None, out_json)
+        return await end(RunStatus.COMPLETED, event, out, output_json=out_json)
 
     async def _hand_back(self, journal: RunJournal, run_id: str, claim: Claim) -> None:
         with contextlib.suppress(Exception):
