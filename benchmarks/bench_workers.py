@@ -36,6 +36,7 @@ Run it from the repository root::
     python benchmarks/bench_workers.py            # full: 2,000 runs, 3 repeats, 100 samples
     python benchmarks/bench_workers.py --quick    # smoke run: 300 runs, 1 repeat, 20 samples
     python benchmarks/bench_workers.py --check    # exit 1 if a target is missed
+    python benchmarks/bench_workers.py --concurrency 4   # each worker's runs in flight (20)
 """
 
 from __future__ import annotations
@@ -228,7 +229,9 @@ def _wait(predicate: Any, what: str, interval: float) -> float:
     return time.perf_counter()
 
 
-def start_workers(url: str, flow: str, count: int, logs: Path) -> list[subprocess.Popen[bytes]]:
+def start_workers(
+    url: str, flow: str, count: int, logs: Path, concurrency: int = CONCURRENCY
+) -> list[subprocess.Popen[bytes]]:
     """
     Start ``count`` worker processes for this module's ``flow``; return once all listen.
     """
@@ -237,7 +240,7 @@ def start_workers(url: str, flow: str, count: int, logs: Path) -> list[subproces
         log = logs / f"worker-{uuid.uuid4().hex[:8]}.log"
         with log.open("wb") as out:
             command = [sys.executable, "-m", "systemflow._cli", "worker", f"{__file__}:{flow}"]
-            options = ["--concurrency", str(CONCURRENCY), "--poll", str(POLL_SECONDS)]
+            options = ["--concurrency", str(concurrency), "--poll", str(POLL_SECONDS)]
             process = subprocess.Popen(  # noqa: S603 -- our own command
                 [*command, "--db", url, *options],
                 stdout=out,
@@ -266,7 +269,9 @@ def stop_workers(processes: list[subprocess.Popen[bytes]]) -> None:
 # --- the measurements --------------------------------------------------------------------
 
 
-async def runs_per_second(uri: str, workers: int, runs: int, logs: Path) -> float:
+async def runs_per_second(
+    uri: str, workers: int, runs: int, logs: Path, concurrency: int = CONCURRENCY
+) -> float:
     """
     Start ``workers`` processes, enqueue ``runs`` in one transaction; return runs/s to the last.
     """
@@ -276,7 +281,7 @@ async def runs_per_second(uri: str, workers: int, runs: int, logs: Path) -> floa
     try:
         flow = throughput.with_store(store)
         await store.list_runs()  # the tables exist before the workers look
-        processes = start_workers(schema.url, "throughput", workers, logs)
+        processes = start_workers(schema.url, "throughput", workers, logs, concurrency)
         try:
             with engine.connect() as conn:
                 with conn.begin():
@@ -336,13 +341,13 @@ def _p99(samples: list[float]) -> float:
 
 
 async def _run(
-    uri: str, runs: int, repeats: int, samples: int, logs: Path
+    uri: str, runs: int, repeats: int, samples: int, logs: Path, *, concurrency: int
 ) -> list[tuple[bool, str]]:
     rates: dict[int, list[float]] = {1: [], 2: []}
     for repeat in range(repeats):
         for workers in (1, 2) if repeat % 2 == 0 else (2, 1):
             print(f"  repeat {repeat + 1}:", end="", flush=True)
-            rates[workers].append(await runs_per_second(uri, workers, runs, logs))
+            rates[workers].append(await runs_per_second(uri, workers, runs, logs, concurrency))
     one_, two_ = statistics.median(rates[1]), statistics.median(rates[2])
     speedup = two_ / one_
     print(f"\nThroughput ({runs:,} runs of 3 trivial steps, median of {repeats} repeats):")
@@ -402,6 +407,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, help="runs per throughput measurement (2,000)")
     parser.add_argument("--repeats", type=int, help="throughput repeats (default 3, quick 1)")
     parser.add_argument("--samples", type=int, help="latency samples (default 100, quick 20)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=CONCURRENCY,
+        help=f"each worker's --concurrency in the throughput measurement ({CONCURRENCY})",
+    )
     parser.add_argument("--dir", type=Path, help="where to make the temporary directory")
     options = parser.parse_args(argv)
     runs = options.runs or (300 if options.quick else 2_000)
@@ -420,10 +431,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"systemflow worker benchmark: Python {sys.version.split()[0]}, "
                 f"PostgreSQL {row[0] if row else '?'} (pgserver, unix socket), "
                 f"{os.cpu_count()} CPUs, load average {_load()}\n"
-                f"  workers: --concurrency {CONCURRENCY} --poll {POLL_SECONDS}, "
+                f"  workers: --concurrency {options.concurrency} --poll {POLL_SECONDS}, "
                 "logging every run to a file\n"
             )
-            verdicts = asyncio.run(_run(uri, runs, repeats, samples, directory))
+            verdicts = asyncio.run(
+                _run(uri, runs, repeats, samples, directory, concurrency=options.concurrency)
+            )
         finally:
             server.cleanup()  # stops the server
     finally:
