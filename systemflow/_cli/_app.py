@@ -58,6 +58,7 @@ class Session:
         self.args = args
         self.url: str | None = getattr(args, "db", None) or os.environ.get(DB_ENV) or None
         self._store: SqlStateStore | None = None
+        self.pool_size = 20  # PostgreSQL connections kept (the worker asks for more)
 
     @property
     def where(self) -> str:
@@ -80,7 +81,7 @@ class Session:
         """
         if self._store is None:
             try:
-                self._store = SqlStateStore(self.url)
+                self._store = SqlStateStore(self.url, pool_size=self.pool_size)
             except (ValueError, sa.exc.ArgumentError) as exc:
                 msg = f"--db: {exc}"
                 raise UsageError(msg) from exc

@@ -81,6 +81,7 @@ async def worker(session: Session) -> int:
             logging.DEBUG if getattr(args, "verbose", False) else logging.INFO
         )
     )
+    session.pool_size = max(session.pool_size, args.concurrency + 1)  # runs in flight + claim
     runner = Worker(
         session.store,
         flows,

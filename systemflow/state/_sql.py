@@ -236,6 +236,9 @@ class SqlStateStore:
             ``FULL``, ``EXTRA``). ``NORMAL`` in WAL mode never corrupts the file;
             a power loss may undo the last commits. Ignored by PostgreSQL.
         echo: Log every statement (SQLAlchemy's ``echo``).
+        pool_size: PostgreSQL: how many connections to keep open (opened as
+            needed; half as many more may be opened for bursts). A ``Worker``
+            needs one per run in flight, plus one. Ignored by SQLite.
 
     Raises:
         ValueError: The URL names another database, or ``synchronous`` is unknown.
@@ -244,7 +247,12 @@ class SqlStateStore:
     """
 
     def __init__(
-        self, url: str | None = None, *, synchronous: str = "NORMAL", echo: bool = False
+        self,
+        url: str | None = None,
+        *,
+        synchronous: str = "NORMAL",
+        echo: bool = False,
+        pool_size: int = 20,
     ) -> None:
         if url is None:
             url = f"sqlite:///{FilePath.cwd() / _DEFAULT_FILE}"
@@ -261,6 +269,10 @@ class SqlStateStore:
                 parsed.set(drivername="postgresql+psycopg"),
                 echo=echo,
                 isolation_level="AUTOCOMMIT",  # transactions are explicit, as on SQLite
+                # Opened as needed and kept: a connection opened per operation
+                # (a new server process) costs more than the operation.
+                pool_size=pool_size,
+                max_overflow=pool_size // 2,
             )
             self._driver = _PostgresDriver(engine)
         else:

@@ -32,6 +32,7 @@ from ._sql_schema import (
     fail_run,
     finish_run,
     finish_run_with_events,
+    get_histories,
     get_history,
     get_lease,
     get_status,
@@ -44,6 +45,7 @@ from ._sql_schema import (
     release,
     renew_lease,
     take_over,
+    take_over_all,
     wake,
     wake_if_signalled,
 )
@@ -144,14 +146,50 @@ def claim_due(
     now = _now()
     params: dict[str, Any] = {f"name_{i}": name for i, name in enumerate(sorted(names))}
     params |= {"now": tx.dump(now), "limit": len(claims)}
-    claimed = []
+    chosen: list[tuple[str, int, Claim]] = []
     for (run_id, version, attempts), claim in zip(
         tx.rows(due_runs, params, len(names)), claims, strict=False
     ):
         if attempts >= max_attempts:
             _abandon(tx, run_id, attempts, now)
-            continue
-        claimed.append((claim, *_take_over(tx, run_id, version, claim, now)))
+        else:
+            chosen.append((run_id, version, claim))
+    if tx.dialect == "postgresql" and chosen:
+        return _take_over_all(tx, chosen, now)
+    return [
+        (claim, *_take_over(tx, run_id, version, claim, now)) for run_id, version, claim in chosen
+    ]
+
+
+def _take_over_all(
+    tx: Tx, chosen: abc.Sequence[tuple[str, int, Claim]], now: dt.datetime
+) -> list[tuple[Claim, RunRecord, list[Event]]]:
+    # PostgreSQL: the runs, their resumed events and their histories in two
+    # statements, whatever their number (the rows are locked by due_runs).
+    ids = [run_id for run_id, _, _ in chosen]
+    params = {
+        "ids": ids,
+        "versions": [version for _, version, _ in chosen],
+        "owners": [claim.owner for _, _, claim in chosen],
+        "expiries": [tx.dump(claim.expires(now)) for _, _, claim in chosen],
+        "running": _RUNNING,
+        "kind": RESUMED,
+        "now": tx.dump(now),
+    }
+    taken = {row[8]: row for row in tx.rows(take_over_all, params)}  # by lease owner
+    histories: dict[str, list[Event]] = {run_id: [] for run_id in ids}
+    for row in tx.rows(get_histories, {"ids": ids}):
+        histories[row[1]].append(tx.event(row))
+    claimed = []
+    for run_id, _, claim in chosen:
+        row = taken.get(claim.owner)
+        if row is None:
+            msg = f"run {run_id} was claimed by another claim at the same time"
+            raise RunLocked(msg, run_id=run_id)
+        history = histories[run_id]
+        path = next((e.path for e in reversed(history) if e.path is not None), None)
+        record = attrs.evolve(tx.record((*row, None)), current_path=path)
+        claimed.append((claim, record, history))
     return claimed
 
 

@@ -279,6 +279,56 @@ def due_runs(count: int) -> ClauseElement:
     )
 
 
+def _unnest(**arrays: sa.types.TypeEngine[Any]) -> Any:
+    # PostgreSQL: rows from parallel array parameters, e.g. unnest(:ids, :owners) AS c(id, owner).
+    casts = [sa.cast(_p(name), postgresql.ARRAY(type_)) for name, type_ in arrays.items()]
+    columns = [sa.column(name, type_) for name, type_ in arrays.items()]
+    return sa.func.unnest(*casts).table_valued(*columns).render_derived(name="c")
+
+
+def take_over_all() -> ClauseElement:
+    # PostgreSQL: claim every run of the arrays at once (each at the version it
+    # was read at, under its own owner) with its ``resumed`` event: one statement.
+    c = _unnest(ids=sa.Text(), versions=sa.Integer(), owners=sa.Text(), expiries=_INSTANT)
+    taken = (
+        _runs.update()
+        .where(_r.id == c.c.ids, _r.version == c.c.versions)
+        .values(
+            status=_p("running"),
+            lease_owner=c.c.owners,
+            lease_expires_at=c.c.expiries,
+            wake_at=sa.null(),
+            version=_r.version + 1,
+            attempts=_r.attempts + 1,
+            updated_at=_p("now"),
+        )
+        .returning(*_RECORD_COLUMNS)
+        .cte("taken")
+    )
+    resumed = sa.select(
+        taken.c.id,
+        _p("kind", type_=sa.Text),
+        sa.null(),
+        sa.null(),
+        _p("now", type_=_INSTANT),
+    )
+    added = (
+        _events.insert()
+        .from_select(["run_id", "kind", "path", "data", "at"], resumed)
+        .returning(_e.seq)
+        .cte("added")
+    )
+    return sa.select(*taken.c).where(sa.exists(sa.select(added.c.seq)))
+
+
+def get_histories() -> ClauseElement:
+    # PostgreSQL: the histories of the runs of an array, each oldest first.
+    ids = sa.cast(_p("ids"), postgresql.ARRAY(sa.Text))
+    return (
+        sa.select(*_EVENT_COLUMNS).where(_e.run_id == sa.func.any(ids)).order_by(_e.run_id, _e.seq)
+    )
+
+
 def fail_run() -> ClauseElement:
     return (
         _runs.update()

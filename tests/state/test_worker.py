@@ -141,6 +141,26 @@ class TestClaimDue:
         assert (RunStatus.RUNNING, 1) == (first[0][1].status, first[0][1].attempts)
         assert [] == second
 
+    async def test_claims_several_at_once(self, store):
+        """Several due runs are claimed together, each by its own claim, with its own history."""
+        flow = sf.Stateful(sf.Step(double), store=store, name="d")
+        run_ids = {await flow.enqueue(n) for n in range(3)}
+        claims = [Claim(f"w/{i}", 30) for i in range(4)]
+
+        claimed = await store.claim_due(["d"], claims=claims, max_attempts=3)
+
+        assert run_ids == {rec.id for _, rec, _ in claimed}
+        for claim, rec, history in claimed:
+            assert (claim.owner, RunStatus.RUNNING, 1) == (
+                rec.lease_owner,
+                rec.status,
+                rec.attempts,
+            )
+            assert [(rec.id, "started"), (rec.id, "resumed")] == [
+                (e.run_id, e.kind) for e in history
+            ]
+            assert rec == await store.get(rec.id)
+
     async def test_only_named_flows(self, store):
         """Runs of other flows are left alone."""
         await sf.Stateful(sf.Step(double), store=store, name="other").enqueue(1)
