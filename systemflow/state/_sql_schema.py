@@ -62,16 +62,21 @@ _partial_index("ix_runs_wake", _r.wake_at, "paused")  # due timers, delivered si
 _partial_index("ix_runs_pending", _r.created_at, "pending")  # new runs, oldest first
 sa.Index("ix_runs_name_created_at", _r.name, _r.created_at)  # listing, newest first
 
+# Keyed by (run_id, seq): a run's history is one range of the key's b-tree, and
+# an event is one entry in one b-tree (no second index to write). On PostgreSQL
+# seq comes from an identity (increasing across the table); on SQLite, whose
+# writers hold the database's lock from the start of a statement, it is the
+# run's last seq + 1 (so 1, 2, 3... per run).
 _events = sa.Table(
     "events",
     metadata,
-    sa.Column("seq", _ID, primary_key=True, autoincrement=True),
-    sa.Column("run_id", sa.Text, nullable=False),
+    sa.Column("run_id", sa.Text, primary_key=True),
+    sa.Column("seq", _ID, sa.Identity(), primary_key=True),
     sa.Column("kind", sa.Text, nullable=False),
     sa.Column("path", sa.Text),  # JSON array of the path's segments, e.g. ["saga",0]
     sa.Column("data", sa.Text),
     sa.Column("at", _INSTANT, nullable=False),
-    sa.Index("ix_events_run_id_seq", "run_id", "seq"),
+    sqlite_with_rowid=False,
 )
 
 _signals = sa.Table(
@@ -225,15 +230,30 @@ def insert_run_started() -> ClauseElement:
     )
 
 
-def insert_event() -> ClauseElement:
-    return (
-        _events.insert()
-        .values(run_id=_p("run_id"), kind=_p("kind"), path=_p("path"), data=_p("data"), at=_p("at"))
-        .returning(_e.seq)
-    )
+def _next_seq(dialect: str, offset: int) -> Any:
+    # SQLite: the run's last seq + ``offset``; PostgreSQL: the identity's next value.
+    if dialect != "sqlite":
+        return None
+    prior = _events.alias("prior")
+    last = sa.select(sa.func.coalesce(sa.func.max(prior.c.seq), 0))
+    return last.where(prior.c.run_id == _p("run_id")).scalar_subquery() + offset
 
 
-def append_events(count: int, returning: bool) -> ClauseElement:
+def insert_event(dialect: str) -> ClauseElement:
+    values: dict[str, Any] = {
+        "run_id": _p("run_id"),
+        "kind": _p("kind"),
+        "path": _p("path"),
+        "data": _p("data"),
+    }
+    values["at"] = _p("at")
+    seq = _next_seq(dialect, 1)
+    if seq is not None:
+        values["seq"] = seq
+    return _events.insert().values(**values).returning(_e.seq)
+
+
+def append_events(count: int, dialect: str) -> ClauseElement:
     # One SELECT per event, each inserting only while the claim holds the run
     # with at least half a lease left (``renew_after``).
     held: sa.Select[Any] = (
@@ -241,19 +261,24 @@ def append_events(count: int, returning: bool) -> ClauseElement:
         .where(_held(), _r.lease_expires_at >= _p("renew_after"))
         .with_for_update(read=True)  # FOR SHARE on PostgreSQL: a takeover waits for us
     )
-    rows = [
-        sa.select(
+    columns = ["run_id", "kind", "path", "data", "at"]
+    rows = []
+    for i in range(count):
+        values: list[Any] = [
             _p("run_id", type_=sa.Text),
             _p(f"kind_{i}", type_=sa.Text),
             _p(f"path_{i}", type_=sa.Text),
             _p(f"data_{i}", type_=sa.Text),
             _p("at", type_=_INSTANT),
-        ).where(sa.exists(held))
-        for i in range(count)
-    ]
+        ]
+        seq = _next_seq(dialect, i + 1)
+        if seq is not None:
+            values.append(seq)
+        rows.append(sa.select(*values).where(sa.exists(held)))
+    if dialect == "sqlite":
+        columns.append("seq")
     source = rows[0] if count == 1 else sa.union_all(*rows)
-    insert = _events.insert().from_select(["run_id", "kind", "path", "data", "at"], source)
-    return insert.returning(_e.seq) if returning else insert
+    return _events.insert().from_select(columns, source).returning(_e.seq)
 
 
 def _status_is(status: str) -> sa.ColumnElement[bool]:

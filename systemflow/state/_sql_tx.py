@@ -220,18 +220,10 @@ class Tx:
         self, build: abc.Callable[..., ClauseElement], params: dict[str, Any], *args: Any
     ) -> list[int]:
         """
-        Run an ``INSERT`` built as ``build(*args, returning)``; return the new keys, ascending.
-
-        SQLite numbers the rows of one INSERT consecutively under its write lock,
-        so the last rowid and the count give them without a RETURNING clause,
-        which costs a temporary b-tree there (about a tenth of a checkpoint).
+        Run an ``INSERT ... RETURNING seq`` built as ``build(*args, dialect)``; return the seqs.
         """
-        if self.dialect == "sqlite":
-            cursor = self._execute(build, params, (*args, False))
-            count: int = cursor.rowcount
-            last: int = cursor.lastrowid
-            return list(range(last - count + 1, last + 1)) if count > 0 else []
-        return sorted(row[0] for row in self._execute(build, params, (*args, True)).fetchall())
+        rows = self._execute(build, params, (*args, self.dialect)).fetchall()
+        return sorted(row[0] for row in rows)  # ascending seqs are the events' order
 
     def count(
         self, build: abc.Callable[..., ClauseElement], params: dict[str, Any], *args: Any
@@ -308,7 +300,7 @@ class Tx:
             "data": event.data,
             "at": self.instants.dump(at),
         }
-        seq: int = self.rows(insert_event, params)[0][0]
+        seq: int = self.rows(insert_event, params, self.dialect)[0][0]
         return seq
 
     def get_record(self, run_id: str) -> RunRecord:
