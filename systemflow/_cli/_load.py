@@ -8,6 +8,7 @@ import argparse
 import importlib
 import importlib.util
 import sys
+from collections import abc
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, final
 
@@ -97,6 +98,30 @@ def load(where: Target, option: str) -> Any:
     return value
 
 
+def load_as(where: Target, option: str, accepts: abc.Callable[[object], bool], what: str) -> Any:
+    """
+    Return what ``where`` names if ``accepts`` it, else what it returns if it is a function.
+
+    Raises:
+        CliError: It is neither ``what`` nor a function of no arguments that
+            returns one, or the function fails.
+    """
+    value = load(where, option)
+    if not accepts(value) and callable(value):
+        try:
+            value = value()
+        except Exception as exc:
+            msg = f"{where} (named in {option}) failed: {type(exc).__name__}: {exc}"
+            raise CliError(msg) from exc
+    if not accepts(value):
+        msg = (
+            f"{where} (named in {option}) is a {type(value).__name__}, not {what} "
+            "(nor a function of no arguments that returns one)"
+        )
+        raise CliError(msg)
+    return value
+
+
 def load_flow(where: Target, option: str) -> Flow[Any, Any]:
     """
     Return the flow ``where`` names: a flow object, or what a function of no arguments returns.
@@ -104,21 +129,23 @@ def load_flow(where: Target, option: str) -> Flow[Any, Any]:
     Raises:
         CliError: It is neither, or the function fails.
     """
-    value = load(where, option)
-    if not _is_flow(value) and callable(value):
-        try:
-            value = value()
-        except Exception as exc:
-            msg = f"{where} (named in {option}) failed: {type(exc).__name__}: {exc}"
-            raise CliError(msg) from exc
-    if not _is_flow(value):
-        msg = (
-            f"{where} (named in {option}) is a {type(value).__name__}, not a flow "
-            "(nor a function of no arguments that returns one)"
-        )
-        raise CliError(msg)
-    flow: Flow[Any, Any] = value
+    flow: Flow[Any, Any] = load_as(where, option, _is_flow, "a flow")
     return flow
+
+
+def load_services(where: Target | None) -> abc.Mapping[str, Any] | None:
+    """
+    Return the services ``--services`` names (a mapping, or a function returning one), if given.
+
+    Raises:
+        CliError: It is neither, or the function fails.
+    """
+    if where is None:
+        return None
+    services: abc.Mapping[str, Any] = load_as(
+        where, "--services", lambda value: isinstance(value, abc.Mapping), "a mapping"
+    )
+    return services
 
 
 def _is_flow(value: object) -> bool:

@@ -5,13 +5,10 @@
 from __future__ import annotations
 
 import json
-from collections import abc
 from typing import TYPE_CHECKING, Any
 
-import attrs
-
 from ..state import RunStatus, Stateful
-from ._load import CliError, load, load_flow
+from ._load import CliError, load_flow, load_services
 from ._show import complain, event_data, record_data, record_lines, runs_table, say, timeline
 
 if TYPE_CHECKING:
@@ -82,26 +79,13 @@ def _durable(session: Session, record: RunRecord) -> Stateful:
         if args.name is not None and args.name != flow.name:
             msg = f"--flow {args.flow} runs {flow.name!r}, but --name says {args.name!r}"
             raise CliError(msg)
-        durable = attrs.evolve(flow, store=session.store)
+        durable = flow.with_store(session.store)
     else:
         durable = Stateful(flow, store=session.store, name=args.name or record.name)
     if durable.name != record.name:
         msg = f"run {record.id} is a run of {record.name!r}, not of {durable.name!r} (--flow)"
         raise CliError(msg)
     return durable
-
-
-def _services(session: Session) -> abc.Mapping[str, Any] | None:
-    where = session.args.services
-    if where is None:
-        return None
-    value = load(where, "--services")
-    if not isinstance(value, abc.Mapping) and callable(value):
-        value = value()
-    if not isinstance(value, abc.Mapping):
-        msg = f"{where} (named in --services) is a {type(value).__name__}, not a mapping"
-        raise CliError(msg)
-    return value
 
 
 async def resume(session: Session) -> int:
@@ -115,7 +99,7 @@ async def resume(session: Session) -> int:
     durable = _durable(session, record)
     record = await durable.resume(
         record.id,
-        services=_services(session),
+        services=load_services(session.args.services),
         accept_version_change=args.accept_version_change,
     )
     say(*record_lines(record, await store.history(record.id)))

@@ -5,16 +5,16 @@
 from __future__ import annotations
 
 import logging
-from collections import abc
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 import structlog
 
 from ..state import Stateful, Worker
-from ._load import CliError, load, target
+from ._load import load_as, load_services, target
 
 if TYPE_CHECKING:
     import argparse
+    from collections import abc
 
     from ._app import Session
     from ._load import Target
@@ -74,7 +74,7 @@ async def worker(session: Session) -> int:
     """
     args = session.args
     flows = _flows(args.flows)
-    services = _services(args.services)
+    services = load_services(args.services)
     # A worker's log is its output: info lines (debug with --verbose), on standard error.
     structlog.configure(
         wrapper_class=structlog.make_filtering_bound_logger(
@@ -96,19 +96,7 @@ async def worker(session: Session) -> int:
 
 
 def _flows(where: Target) -> list[Stateful]:
-    value = load(where, "the flows argument")
-    if not _are_flows(value) and callable(value):
-        try:
-            value = value()
-        except Exception as exc:
-            msg = f"{where} (the flows argument) failed: {type(exc).__name__}: {exc}"
-            raise CliError(msg) from exc
-    if not _are_flows(value):
-        msg = (
-            f"{where} (the flows argument) is a {type(value).__name__}, not a Stateful "
-            "nor a non-empty list or tuple of them"
-        )
-        raise CliError(msg)
+    value = load_as(where, "the flows argument", _are_flows, "a Stateful or a list of them")
     return [value] if isinstance(value, Stateful) else list(value)
 
 
@@ -120,22 +108,6 @@ def _are_flows(value: object) -> bool:
         and bool(value)
         and all(isinstance(flow, Stateful) for flow in value)
     )
-
-
-def _services(where: Target | None) -> abc.Mapping[str, Any] | None:
-    if where is None:
-        return None
-    value = load(where, "--services")
-    if not isinstance(value, abc.Mapping) and callable(value):
-        try:
-            value = value()
-        except Exception as exc:
-            msg = f"{where} (named in --services) failed: {type(exc).__name__}: {exc}"
-            raise CliError(msg) from exc
-    if not isinstance(value, abc.Mapping):
-        msg = f"{where} (named in --services) is a {type(value).__name__}, not a mapping"
-        raise CliError(msg)
-    return value
 
 
 def _number(text: str, convert: abc.Callable[[str], float], what: str, *, zero: bool) -> float:
