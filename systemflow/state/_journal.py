@@ -15,6 +15,7 @@ one commit: group commit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import TYPE_CHECKING, Any, final
 
 from .._core import COMPENSATED, DECISION, FAILED, IN_BRANCH, SIGNAL, STEP, TIMER, Recorded
@@ -56,10 +57,13 @@ class RunJournal:
             if event.kind in JOURNAL_KINDS and event.path is not None:
                 self._entries[(event.kind, event.path)] = (event.data, event.seq)
         # New records are numbered after everything loaded, in the order they are
-        # made: the order the store will give them (undos are sorted by it).
+        # made: within this claim, the order the store gives them (undos are
+        # sorted by it).
         self._last = last
         self._pending: list[NewEvent] = []
-        self._sequential = 0  # pending records made outside Parallel branches
+        self._pending_sequential = 0  # of the pending, those made outside Parallel branches
+        self._unstored = 0  # records made outside branches, pending or being written
+        self._writing: asyncio.Future[list[int]] | None = None  # the append in flight
         self._failed: BaseException | None = None
         self._lock = asyncio.Lock()
 
@@ -92,48 +96,80 @@ class RunJournal:
         self._entries[(kind, path)] = (data, self._last)
         recorded = Recorded(value, self._last)
         if not IN_BRANCH.get():
-            self._sequential += 1
+            self._pending_sequential += 1
+            self._unstored += 1
             return recorded
         # In a Parallel branch, the siblings' effects are not ordered after this
         # record, so they do not settle it: store it now, with what the other
         # branches record meanwhile (one commit for many branches).
         await asyncio.sleep(0)
-        async with self._lock:
-            await self._flush()
+        await self.flush()
         return recorded
 
     async def settle(self) -> None:
         """
-        Store every pending record (one ``append``) before an effect starts.
+        Store the records made before this point (one ``append``) before an effect starts.
+
+        Records of sibling ``Parallel`` branches are theirs to store; records
+        being written by another task are waited for.
 
         Raises:
             RunLocked: This claim lost the run (cancelled, or taken over).
         """
-        if self._failed is not None:
-            raise self._failed
-        if not self._sequential:
-            return  # nothing pending, or only the siblings' records, which they store
+        self._raise_if_failed()
+        if self._unstored:
+            await self.flush()
+
+    async def flush(self) -> None:
+        """
+        Store every pending record, after any write in flight.
+        """
         async with self._lock:
             await self._flush()
 
     async def _flush(self) -> None:
-        if self._failed is not None:
-            raise self._failed
+        await self._wait_for_write()
         if not self._pending:
             return
-        batch, self._pending, self._sequential = self._pending, [], 0
-        try:
-            await self._store.append(self._run_id, batch, claim=self._claim)
-        except BaseException as exc:
-            self._failed = exc  # nothing may run after records that were not stored
-            raise
+        batch, sequential = self._pending, self._pending_sequential
+        self._pending, self._pending_sequential = [], 0
+        write = asyncio.ensure_future(self._store.append(self._run_id, batch, claim=self._claim))
+        write.add_done_callback(lambda done: self._written(done, sequential))
+        self._writing = write
+        # If this task is cancelled meanwhile, the write goes on; whoever stores
+        # or ends next waits for it, and a failure stops the run all the same.
+        await asyncio.shield(write)
 
-    def drain(self) -> list[NewEvent]:
+    def _written(self, write: asyncio.Future[list[int]], sequential: int) -> None:
+        if write.cancelled():
+            self._failed = RuntimeError(f"run {self._run_id}: a journal write was cancelled")
+        elif write.exception() is not None:
+            self._failed = write.exception()  # nothing may run after unstored records
+        else:
+            self._unstored -= sequential
+
+    async def _wait_for_write(self) -> None:
+        if self._writing is not None and not self._writing.done():
+            with contextlib.suppress(Exception):  # its failure is kept by _written
+                await asyncio.shield(self._writing)
+        self._raise_if_failed()
+
+    def _raise_if_failed(self) -> None:
+        if self._failed is not None:
+            raise self._failed.with_traceback(None)
+
+    async def drain(self) -> list[NewEvent]:
         """
-        Take the pending records, for the store's ``finish`` to write with the run's end.
+        Take the pending records (after any write in flight), for ``finish`` to write.
+
+        Raises:
+            RunLocked: A write of this claim failed because it lost the run.
         """
-        batch, self._pending, self._sequential = self._pending, [], 0
-        return batch
+        async with self._lock:
+            await self._wait_for_write()
+            batch = self._pending
+            self._pending, self._pending_sequential, self._unstored = [], 0, 0
+            return batch
 
     async def take_signal(self, path: Path, signal: str, type_: Any = Any) -> Recorded | None:
         """

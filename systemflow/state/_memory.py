@@ -308,14 +308,15 @@ class InMemoryStateStore:
         run = self._held(run_id, claim)
         run.record = attrs.evolve(run.record, lease_expires_at=claim.expires(_now()))
 
-    async def release(self, run_id: str, *, claim: Claim) -> None:
+    async def release(self, run_id: str, *, claim: Claim, failed: bool = False) -> None:
         """
-        Give the lease back without changing the status.
+        Give the lease back without changing the status; the run is due at once.
         """
         run = self._run(run_id)
         if run.record.lease_owner == claim.owner:
             # Expired at once: due for the next worker (claim_due).
-            self._update(run, lease_owner=None, lease_expires_at=_now(), attempts=0)
+            attempts = run.record.attempts if failed else 0
+            self._update(run, lease_owner=None, lease_expires_at=_now(), attempts=attempts)
             self._wakeup.set()
 
     async def signal(self, run_id: str, signal: str, payload: Any) -> None:

@@ -524,11 +524,14 @@ class SqlStateStore:
         """
         await self._run(lambda tx: heartbeat(tx, run_id, claim), atomic=False)
 
-    async def release(self, run_id: str, *, claim: Claim) -> None:
+    async def release(self, run_id: str, *, claim: Claim, failed: bool = False) -> None:
         """
-        Give the lease back without changing the status (shutdown, cancellation).
+        Give the lease back without changing the status; the run is due at once.
+
+        A hand-back resets the run's attempts; one after an error (``failed``)
+        counts as an attempt.
         """
-        await self._run(lambda tx: release_run(tx, run_id, claim), atomic=True)
+        await self._run(lambda tx: release_run(tx, run_id, claim, failed=failed), atomic=True)
         self._wakeup.set()
 
     async def signal(self, run_id: str, signal: str, payload: Any) -> None:

@@ -369,8 +369,8 @@ def heartbeat(tx: Tx, run_id: str, claim: Claim) -> None:
         raise tx.not_held(run_id)
 
 
-def release_run(tx: Tx, run_id: str, claim: Claim) -> None:
-    params = {"run_id": run_id, "owner": claim.owner, "now": tx.dump(_now())}
+def release_run(tx: Tx, run_id: str, claim: Claim, *, failed: bool) -> None:
+    params = {"run_id": run_id, "owner": claim.owner, "now": tx.dump(_now()), "failed": failed}
     released = tx.rows(release, params)
     if released:
         notify(tx, released[0][0])  # another worker may take it at once

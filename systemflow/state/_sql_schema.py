@@ -458,7 +458,8 @@ def release() -> ClauseElement:
             lease_owner=sa.null(),
             lease_expires_at=_p("now"),  # expired: due for the next worker at once
             version=_r.version + 1,
-            attempts=0,  # handed back, not lost: the claim did not die
+            # A hand-back is no failed attempt; a release after an error is.
+            attempts=sa.case((_p("failed", type_=sa.Boolean), _r.attempts), else_=0),
             updated_at=_p("now"),
         )
     )

@@ -219,17 +219,27 @@ class Stateful(Node[Any, Any]):
             clock=self.clock,
         )
 
-    async def drive_claimed(
+    async def _drive_claimed(
         self,
         record: RunRecord,
         claim: Claim,
         history: list[Event],
         services: abc.Mapping[str, Any] | None = None,
     ) -> RunRecord:
-        """
-        Strictly private (for ``Worker``): run a run claimed with ``store.claim_due``.
-        """
-        value = Codec.shared().structure(record.input, self.input_type, path=(), run_id=record.id)
+        # For Worker: run a run claimed with ``store.claim_due``.
+        try:
+            value = Codec.shared().structure(
+                record.input, self.input_type, path=(), run_id=record.id
+            )
+        except FlowError as failure:  # its input does not fit this flow: fail it, once
+            # (the record as stored: its input cannot be read as this flow's)
+            return await self.store.finish(
+                record.id,
+                claim=claim,
+                status=RunStatus.FAILED,
+                event=NewEvent(RUN_FAILED, None, json.dumps(error_fields(failure))),
+                error=str(failure),
+            )
         return await self._drive(record, claim, history, value, services)
 
     async def resume(
@@ -315,62 +325,70 @@ class Stateful(Node[Any, Any]):
         value: Any,
         services: abc.Mapping[str, Any] | None,
     ) -> RunRecord:
-        codec = Codec.shared()
-        journal = RunJournal(self.store, record.id, claim, codec, history)
+        journal = RunJournal(self.store, record.id, claim, Codec.shared(), history)
         ctx = FlowContext(services=services, run_id=record.id, journal=journal, clock=self.clock)
         heartbeat = _Heartbeat(self.store, record.id, claim)
+        try:
+            return await self._outcome(record, claim, journal, ctx, value)
+        except RunLocked:
+            # The claim was lost (while running, or at the end): the run was
+            # cancelled, or taken over.
+            now = await self.store.get(record.id)
+            if now.status is RunStatus.CANCELLED:
+                return self._typed(now)
+            raise
+        except BaseException as exc:
+            # Cancelled, or a bug: keep what completed, and hand the run back so
+            # that it can be resumed at once (an error counts as an attempt).
+            failed = not isinstance(exc, asyncio.CancelledError)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._hand_back(journal, record.id, claim, failed=failed))
+            raise
+        finally:
+            heartbeat.stop()
+
+    async def _outcome(
+        self, record: RunRecord, claim: Claim, journal: RunJournal, ctx: FlowContext, value: Any
+    ) -> RunRecord:
+        # Run the tree, then end the claim as it came out: the run's last records
+        # go with its end, in one transaction.
+        codec = Codec.shared()
 
         async def end(
             status: RunStatus, event: NewEvent, output: Any = None, **fields: Any
         ) -> RunRecord:
-            # The run's last records go with its end, in one transaction; the
-            # record gets the input and output as values, not as stored JSON.
+            events = await journal.drain()
             final = await self.store.finish(
-                record.id, claim=claim, status=status, event=event, events=journal.drain(), **fields
+                record.id, claim=claim, status=status, event=event, events=events, **fields
             )
+            # The input and output as the values the run had, not the stored JSON.
             return attrs.evolve(final, input=value, output=output)
 
         try:
             out = await invoke(self.flow, ctx, None, value)
+            out_json = codec.dumps(out, path=(), run_id=record.id)
         except FlowPaused as paused:
             data = {"wake_at": paused.wake_at, "signals": list(paused.signals)}
             data_json = codec.dumps(data, path=(), run_id=record.id)
+            event = NewEvent(PAUSED, paused.path, data_json)
             return await end(
-                RunStatus.PAUSED,
-                NewEvent(PAUSED, paused.path, data_json),
-                wake_at=paused.wake_at,
-                signals=paused.signals,
+                RunStatus.PAUSED, event, wake_at=paused.wake_at, signals=paused.signals
             )
         except RunLocked:
-            # The claim was lost: the run was cancelled, or taken over.
-            now = await self.store.get(record.id)
-            if now.status is RunStatus.CANCELLED:
-                return self._typed(now)
             raise
         except FlowError as failure:
             fields = json.dumps(error_fields(failure))
             event = NewEvent(RUN_FAILED, failure.path or None, fields)
             return await end(RunStatus.FAILED, event, error=str(failure))
-        except BaseException:
-            # Cancelled, or a bug: keep what completed, and hand the run back so
-            # that it can be resumed at once.
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._hand_back(journal, record.id, claim))
-            raise
-        finally:
-            heartbeat.stop()
-        try:
-            out_json = codec.dumps(out, path=(), run_id=record.id)
-        except FlowError as failure:
-            event = NewEvent(RUN_FAILED, None, json.dumps(error_fields(failure)))
-            return await end(RunStatus.FAILED, event, error=str(failure))
         event = NewEvent(COMPLETED, None, out_json)
         return await end(RunStatus.COMPLETED, event, out, output_json=out_json)
 
-    async def _hand_back(self, journal: RunJournal, run_id: str, claim: Claim) -> None:
-        with contextlib.suppress(Exception):
-            await journal.settle()
-        await self.store.release(run_id, claim=claim)
+    async def _hand_back(
+        self, journal: RunJournal, run_id: str, claim: Claim, *, failed: bool
+    ) -> None:
+        with contextlib.suppress(BaseException):  # whatever stopped it, release below
+            await journal.flush()
+        await self.store.release(run_id, claim=claim, failed=failed)
 
     async def _refuse_version(self, record: RunRecord) -> None:
         history = await self.store.history(record.id)

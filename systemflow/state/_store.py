@@ -158,9 +158,13 @@ class StateStore(Protocol):
         """
         ...
 
-    async def release(self, run_id: str, *, claim: Claim) -> None:
+    async def release(self, run_id: str, *, claim: Claim, failed: bool = False) -> None:
         """
-        Give the lease back without changing the status (shutdown, cancellation).
+        Give the lease back without changing the status; the run is due at once.
+
+        A hand-back (shutdown, cancellation) resets the run's attempts; one
+        after an error (``failed``) counts as an attempt, so a run that keeps
+        failing that way is abandoned after ``max_attempts``, not retried forever.
         """
         ...
 

@@ -164,7 +164,7 @@ class Worker:
         log = self._log.bind(run_id=record.id, flow=record.name)
         log.debug("run_claimed", attempts=record.attempts)
         try:
-            final = await flow.drive_claimed(record, claim, history, self.services)
+            final = await flow._drive_claimed(record, claim, history, self.services)  # noqa: SLF001
         except asyncio.CancelledError:
             log.info("run_handed_back")  # the lease was released by Stateful
             raise

@@ -300,9 +300,9 @@ class CrashingStore:
         if claim.owner not in self._dead:
             await self.inner.heartbeat(run_id, claim=claim)
 
-    async def release(self, run_id: str, *, claim: Claim) -> None:
+    async def release(self, run_id: str, *, claim: Claim, failed: bool = False) -> None:
         """
         Give a lease back (a dead claim gives nothing back: its process is gone).
         """
         if claim.owner not in self._dead:
-            await self.inner.release(run_id, claim=claim)
+            await self.inner.release(run_id, claim=claim, failed=failed)

@@ -411,11 +411,11 @@ class TestHeartbeat:
             await release.wait()
             return x
 
-        durable = Stateful(sf.Step(slow, name="slow"), store=store, name="hb", lease_seconds=0.3)
+        durable = Stateful(sf.Step(slow, name="slow"), store=store, name="hb", lease_seconds=0.6)
         task = asyncio.create_task(durable.start(1, run_id="hb-1"))
         await asyncio.sleep(0.05)
         first = (await store.get("hb-1")).lease_expires_at
-        await asyncio.sleep(0.5)  # past the first lease
+        await asyncio.sleep(0.9)  # past the first lease; renewed every 0.2 s
 
         renewed = (await store.get("hb-1")).lease_expires_at
         with pytest.raises(sf.RunLocked):
