@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING, Final
 
 import structlog
@@ -117,7 +118,7 @@ def _number(text: str, convert: abc.Callable[[str], float], what: str, *, zero: 
         value = convert(text)
     except ValueError:
         value = -1
-    if value < 0 or (value == 0 and not zero):
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
         msg = f"must be a {'non-negative' if zero else 'positive'} {what}, not {text!r}"
         raise argparse.ArgumentTypeError(msg)
     return value

@@ -211,14 +211,20 @@ class InMemoryStateStore:
         return self._view(run), list(run.events)
 
     async def claim_due(
-        self, names: abc.Collection[str], *, claims: abc.Sequence[Claim], max_attempts: int
+        self, flows: abc.Mapping[str, str], *, claims: abc.Sequence[Claim], max_attempts: int
     ) -> list[tuple[Claim, RunRecord, list[Event]]]:
         """
-        Claim up to ``len(claims)`` due runs of these names, one claim each.
+        Claim up to ``len(claims)`` due runs of these flows (name: fingerprint), one claim each.
         """
         now = _now()
-        due = [run for run in self._runs.values() if run.record.name in names and _due(run, now)]
-        due = [run for run in due if self._tenant in (None, run.record.tenant)]
+        due = [
+            run
+            for run in self._runs.values()
+            if flows.get(run.record.name) == run.record.fingerprint
+            and self._tenant in (None, run.record.tenant)
+            and _due(run, now)
+        ]
+        due.sort(key=lambda run: run.record.updated_at)  # longest waiting first
         claimed = []
         for run, claim in zip(due, claims, strict=False):
             if run.record.attempts >= max_attempts:

@@ -99,8 +99,8 @@ class Event:
     a resumed run reuses instead of doing again.
 
     Attributes:
-        seq: Orders the run's events (increasing; numbered across the store, so
-            not consecutive within one run).
+        seq: Orders the run's events, increasing within a run (SQLite numbers
+            them 1, 2, 3...; PostgreSQL counts across the table).
         run_id: The run.
         kind: ``started``, ``resumed``, ``step``, ``failed``, ``decision``,
             ``timer``, ``signal``, ``compensated``, ``signalled``, ``paused``,

@@ -78,7 +78,7 @@ from ._sql_ops import (
     release_run,
     take_signal,
 )
-from ._sql_schema import NOTIFY_CHANNEL, Statements, metadata
+from ._sql_schema import NOTIFY_CHANNEL, Statements, check_schema, metadata
 from ._sql_tx import EpochMicros, Timestamptz, Tx
 
 if TYPE_CHECKING:
@@ -129,6 +129,7 @@ class _SqliteDriver:
         with self._engine.connect() as conn:
             conn.exec_driver_sql("BEGIN IMMEDIATE")  # processes create the schema in turn
             metadata.create_all(conn, checkfirst=True)
+            check_schema(conn)
             conn.commit()
         self._connection = self._engine.raw_connection()
         self._cursor = self._connection.cursor()
@@ -184,6 +185,7 @@ class _PostgresDriver:
                 async with conn.begin():
                     await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})")
                     await conn.run_sync(metadata.create_all, checkfirst=True)
+                    await conn.run_sync(check_schema)
             self._ready = True
 
     def _call(self, op: abc.Callable[[Tx], _T], atomic: bool, tenant: str | None) -> _T:
@@ -476,19 +478,22 @@ class SqlStateStore:
         )
 
     async def claim_due(
-        self, names: abc.Collection[str], *, claims: abc.Sequence[Claim], max_attempts: int
+        self, flows: abc.Mapping[str, str], *, claims: abc.Sequence[Claim], max_attempts: int
     ) -> list[tuple[Claim, RunRecord, list[Event]]]:
         """
-        Claim up to ``len(claims)`` runs of these names that are due, one claim each.
+        Claim up to ``len(claims)`` due runs of these flows (name: fingerprint), one claim each.
+
+        Only runs started with the flow's fingerprint are taken: a worker never
+        replays a run of another version of the tree.
 
         Due: pending, paused with a timer due or a signal delivered, or running
         with an expired lease. A run whose last ``max_attempts`` claims all died
         is failed instead (an ``abandoned`` event says why). On PostgreSQL,
         rows another worker is claiming are skipped (``FOR UPDATE SKIP LOCKED``).
         """
-        if not names or not claims:
+        if not flows or not claims:
             return []
-        return await self._run(lambda tx: claim_due(tx, names, claims, max_attempts), atomic=False)
+        return await self._run(lambda tx: claim_due(tx, flows, claims, max_attempts), atomic=False)
 
     async def wait_for_work(self, within: float) -> None:
         """
@@ -508,12 +513,26 @@ class SqlStateStore:
     async def _listen(self, within: float) -> None:
         import psycopg  # noqa: PLC0415 -- only with PostgreSQL
 
-        if self._listener is None:
-            url = self._url.set(drivername="postgresql").render_as_string(hide_password=False)
-            self._listener = await psycopg.AsyncConnection.connect(url, autocommit=True)
-            await self._listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
-        async for _ in self._listener.notifies(timeout=within, stop_after=1):
-            pass
+        try:
+            if self._listener is None:
+                url = self._url.set(drivername="postgresql").render_as_string(hide_password=False)
+                listener = await psycopg.AsyncConnection.connect(url, autocommit=True)
+                try:
+                    await listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                except BaseException:
+                    await listener.close()
+                    raise
+                self._listener = listener
+            async for _ in self._listener.notifies(timeout=within, stop_after=1):
+                pass
+        except psycopg.Error:
+            # The connection broke (or could not be made): poll this time, and
+            # listen on a new connection next time.
+            if self._listener is not None:
+                with contextlib.suppress(psycopg.Error):
+                    await self._listener.close()
+                self._listener = None
+            await asyncio.sleep(within)
 
     async def heartbeat(self, run_id: str, *, claim: Claim) -> None:
         """

@@ -140,15 +140,16 @@ def notify(tx: Tx, name: str) -> None:
 
 
 def claim_due(
-    tx: Tx, names: abc.Collection[str], claims: abc.Sequence[Claim], max_attempts: int
+    tx: Tx, flows: abc.Mapping[str, str], claims: abc.Sequence[Claim], max_attempts: int
 ) -> list[tuple[Claim, RunRecord, list[Event]]]:
     tx.begin()
     now = _now()
-    params: dict[str, Any] = {f"name_{i}": name for i, name in enumerate(sorted(names))}
-    params |= {"now": tx.dump(now), "limit": len(claims)}
+    params: dict[str, Any] = {"now": tx.dump(now), "limit": len(claims)}
+    for i, (name, fingerprint) in enumerate(sorted(flows.items())):
+        params |= {f"name_{i}": name, f"fingerprint_{i}": fingerprint}
     chosen: list[tuple[str, int, Claim]] = []
     for (run_id, version, attempts), claim in zip(
-        tx.rows(due_runs, params, len(names)), claims, strict=False
+        tx.rows(due_runs, params, len(flows)), claims, strict=False
     ):
         if attempts >= max_attempts:
             _abandon(tx, run_id, attempts, now)

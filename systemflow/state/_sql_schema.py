@@ -99,6 +99,30 @@ sa.Index(
     postgresql_where=_waiting,
 )
 
+
+def check_schema(conn: sa.Connection) -> None:
+    """
+    Refuse tables made by an earlier layout (``create_all`` never alters a table).
+
+    Raises:
+        RuntimeError: A table lacks a column, or its key differs; names them.
+    """
+    inspector = sa.inspect(conn)
+    for table in metadata.sorted_tables:
+        have = {column["name"] for column in inspector.get_columns(table.name)}
+        missing = [column.name for column in table.columns if column.name not in have]
+        key = inspector.get_pk_constraint(table.name)["constrained_columns"]
+        wanted = [column.name for column in table.primary_key.columns]
+        if missing or sorted(key) != sorted(wanted):
+            what = f"lacks {', '.join(missing)}" if missing else f"is keyed by {', '.join(key)}"
+            msg = (
+                f"the table {table.name!r} {what}: it was made by an earlier systemflow. "
+                "There are no migrations before 0.1: start from a new database "
+                "(or delete the file)"
+            )
+            raise RuntimeError(msg)
+
+
 # -- the statements --------------------------------------------------------------
 #
 # Every value is a named bindparam (a literal would become a parameter the caller
@@ -287,10 +311,17 @@ def _status_is(status: str) -> sa.ColumnElement[bool]:
 
 
 def due_runs(count: int) -> ClauseElement:
-    # Runs of ``count`` flow names that a worker may claim now: new, woken
-    # (timer due, signal delivered), or abandoned (lease expired). Rows that
-    # another worker is claiming are skipped, not waited for (PostgreSQL).
-    names = [_p(f"name_{i}", type_=sa.Text) for i in range(count)]
+    # Runs of ``count`` flows (name_i and fingerprint_i: a worker takes only the
+    # runs of the versions it has) that it may claim now: new, woken (timer due,
+    # signal delivered), or abandoned (lease expired), longest waiting first.
+    # Rows that another worker is claiming are skipped, not waited for (PostgreSQL).
+    flows = [
+        sa.and_(
+            _r.name == _p(f"name_{i}", type_=sa.Text),
+            _r.fingerprint == _p(f"fingerprint_{i}", type_=sa.Text),
+        )
+        for i in range(count)
+    ]
     due = sa.or_(
         _status_is("pending"),
         sa.and_(_status_is("paused"), _r.wake_at <= _p("now")),
@@ -298,7 +329,8 @@ def due_runs(count: int) -> ClauseElement:
     )
     return (
         sa.select(_r.id, _r.version, _r.attempts)
-        .where(_tenant_sees(), _r.name.in_(names), due)
+        .where(_tenant_sees(), sa.or_(*flows), due)
+        .order_by(_r.updated_at)
         .limit(_p("limit", type_=sa.Integer))
         .with_for_update(skip_locked=True)
     )

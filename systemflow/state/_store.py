@@ -117,10 +117,13 @@ class StateStore(Protocol):
         ...
 
     async def claim_due(
-        self, names: abc.Collection[str], *, claims: abc.Sequence[Claim], max_attempts: int
+        self, flows: abc.Mapping[str, str], *, claims: abc.Sequence[Claim], max_attempts: int
     ) -> list[tuple[Claim, RunRecord, list[Event]]]:
         """
-        Claim up to ``len(claims)`` due runs of these names; return each with its claim.
+        Claim up to ``len(claims)`` due runs of these flows; return each with its claim.
+
+        ``flows`` maps a flow's name to its fingerprint: only runs of that
+        version are taken, longest waiting first.
 
         Due: pending, paused with a timer due or an awaited signal delivered,
         or running with an expired lease. Each claim counts as an attempt

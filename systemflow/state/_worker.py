@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any, final
 
 import structlog
 
-from .._core import FlowError
 from ._lease import new_owner
 from ._model import Claim
 
@@ -80,6 +79,9 @@ class Worker:
             raise ValueError(msg)
         self.store = store
         self.flows = by_name
+        # Runs of these versions only: a run started with another tree waits for
+        # a worker that has it (or a resume that accepts the version change).
+        self._versions = {name: flow.fingerprint for name, flow in by_name.items()}
         self.concurrency = concurrency
         self.services = services
         self.poll_seconds = poll_seconds
@@ -148,10 +150,10 @@ class Worker:
         claims = [Claim(new_owner(), lease) for _ in range(free)]
         try:
             claimed = await self.store.claim_due(
-                self.flows, claims=claims, max_attempts=self.max_attempts
+                self._versions, claims=claims, max_attempts=self.max_attempts
             )
-        except FlowError:
-            self._log.exception("claim_failed")
+        except Exception:  # noqa: BLE001 -- a worker outlives a bad moment of its database
+            self._log.exception("claim_failed")  # logged; the next look is after the poll
             return False
         for claim, record, history in claimed:
             task = asyncio.create_task(self._drive(claim, record, history))
@@ -169,7 +171,9 @@ class Worker:
             log.info("run_handed_back")  # the lease was released by Stateful
             raise
         except Exception:
-            log.exception("run_crashed")  # a bug or a lost store: the lease expires
+            # A bug or a lost store: Stateful handed the run back as a failed
+            # attempt (or the lease expires, if the store was unreachable).
+            log.exception("run_crashed")
         else:
             if final.status.is_finished:
                 self.completed += 1

@@ -45,7 +45,7 @@ def test_refuses_what_is_not_durable_flows(setup, capsys, argv, message):
     assert 1 == err.count("\n")
 
 
-@pytest.mark.parametrize("option", ["--concurrency 0", "--poll 0", "--grace -1"])
+@pytest.mark.parametrize("option", ["--concurrency 0", "--poll 0", "--poll nan", "--grace -1"])
 def test_bad_numbers_are_usage_errors(setup, capsys, option):
     """Numbers out of range are usage errors (exit 2)."""
     code, _, err = run(

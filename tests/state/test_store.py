@@ -915,3 +915,15 @@ class TestSqlStateStore:
 
         with pytest.raises(ValueError, match="wake_at"):
             await finish(sql_store, status=RunStatus.PAUSED, wake_at=dt.datetime(2030, 1, 1))  # noqa: DTZ001
+
+
+class TestOldLayout:
+    async def test_tables_of_an_earlier_layout_are_refused(self, sql_url, raw_sql):
+        """A database whose tables lack this version's columns is refused, by name."""
+        raw_sql("CREATE TABLE runs (id TEXT PRIMARY KEY, name TEXT NOT NULL)")
+        store = SqlStateStore(sql_url)
+        try:
+            with pytest.raises(RuntimeError, match="'runs' lacks status"):
+                await store.list_runs()
+        finally:
+            await store.close()

@@ -134,8 +134,8 @@ class TestClaimDue:
         run_id = await flow.enqueue(1)
         claims = [Claim("w/1", 30), Claim("w/2", 30)]
 
-        first = await store.claim_due(["d"], claims=claims, max_attempts=3)
-        second = await store.claim_due(["d"], claims=claims, max_attempts=3)
+        first = await store.claim_due({"d": flow.fingerprint}, claims=claims, max_attempts=3)
+        second = await store.claim_due({"d": flow.fingerprint}, claims=claims, max_attempts=3)
 
         assert [(claims[0], run_id)] == [(c, rec.id) for c, rec, _ in first]
         assert (RunStatus.RUNNING, 1) == (first[0][1].status, first[0][1].attempts)
@@ -147,7 +147,7 @@ class TestClaimDue:
         run_ids = {await flow.enqueue(n) for n in range(3)}
         claims = [Claim(f"w/{i}", 30) for i in range(4)]
 
-        claimed = await store.claim_due(["d"], claims=claims, max_attempts=3)
+        claimed = await store.claim_due({"d": flow.fingerprint}, claims=claims, max_attempts=3)
 
         assert run_ids == {rec.id for _, rec, _ in claimed}
         for claim, rec, history in claimed:
@@ -165,7 +165,33 @@ class TestClaimDue:
         """Runs of other flows are left alone."""
         await sf.Stateful(sf.Step(double), store=store, name="other").enqueue(1)
 
-        assert [] == await store.claim_due(["d"], claims=[Claim("w", 30)], max_attempts=3)
+        claims = [Claim("w", 30)]
+        d = sf.Stateful(sf.Step(double), store=store, name="d")
+
+        assert [] == await store.claim_due({"d": d.fingerprint}, claims=claims, max_attempts=3)
+
+    async def test_only_the_same_version(self, store):
+        """A run started with another tree is left for a worker that has that version."""
+        old = sf.Stateful(sf.Step(double, name="a"), store=store, name="d")
+        new = sf.Stateful(sf.Step(double, name="a") >> sf.Step(double), store=store, name="d")
+        run_id = await old.enqueue(1)
+        claims = [Claim("w", 30)]
+
+        by_new = await store.claim_due({"d": new.fingerprint}, claims=claims, max_attempts=3)
+        by_old = await store.claim_due({"d": old.fingerprint}, claims=claims, max_attempts=3)
+
+        assert ([], [run_id]) == (by_new, [rec.id for _, rec, _ in by_old])
+
+    async def test_longest_waiting_first(self, store):
+        """With fewer claims than due runs, the oldest are taken."""
+        flow = sf.Stateful(sf.Step(double), store=store, name="d")
+        run_ids = [await flow.enqueue(n) for n in range(3)]
+
+        claimed = await store.claim_due(
+            {"d": flow.fingerprint}, claims=[Claim("w", 30)], max_attempts=3
+        )
+
+        assert [run_ids[0]] == [rec.id for _, rec, _ in claimed]
 
     async def test_expired_lease_is_due_and_counts_attempts(self, store):
         """A run whose holder's lease expired is claimed again; claims count as attempts."""
@@ -173,8 +199,8 @@ class TestClaimDue:
             run_id="r1", name="d", input_json="1", fingerprint="f", claim=Claim("dead", -1)
         )
 
-        first = await store.claim_due(["d"], claims=[Claim("w1", -1)], max_attempts=5)
-        second = await store.claim_due(["d"], claims=[Claim("w2", 30)], max_attempts=5)
+        first = await store.claim_due({"d": "f"}, claims=[Claim("w1", -1)], max_attempts=5)
+        second = await store.claim_due({"d": "f"}, claims=[Claim("w2", 30)], max_attempts=5)
 
         assert [1, 2] == [first[0][1].attempts, second[0][1].attempts]
         assert "w2" == (await store.get("r1")).lease_owner
@@ -185,9 +211,9 @@ class TestClaimDue:
             run_id="r1", name="d", input_json="1", fingerprint="f", claim=Claim("dead", -1)
         )
         for _ in range(2):
-            await store.claim_due(["d"], claims=[Claim("w", -1)], max_attempts=2)
+            await store.claim_due({"d": "f"}, claims=[Claim("w", -1)], max_attempts=2)
 
-        claimed = await store.claim_due(["d"], claims=[Claim("w", 30)], max_attempts=2)
+        claimed = await store.claim_due({"d": "f"}, claims=[Claim("w", 30)], max_attempts=2)
 
         rec = await store.get("r1")
         assert [] == claimed
@@ -202,7 +228,7 @@ class TestClaimDue:
         await store.create_run(
             run_id="r1", name="d", input_json="1", fingerprint="f", claim=Claim("dead", -1)
         )
-        [(claim, _, _)] = await store.claim_due(["d"], claims=[Claim("w", 30)], max_attempts=5)
+        [(claim, _, _)] = await store.claim_due({"d": "f"}, claims=[Claim("w", 30)], max_attempts=5)
 
         rec = await store.finish(
             "r1", claim=claim, status=RunStatus.PAUSED, event=NewEvent("paused")
@@ -219,9 +245,9 @@ class TestClaimDue:
             "r1", claim=claim, status=RunStatus.PAUSED, event=NewEvent("paused"), wake_at=later
         )
 
-        before = await store.claim_due(["d"], claims=[Claim("w", 30)], max_attempts=5)
+        before = await store.claim_due({"d": "f"}, claims=[Claim("w", 30)], max_attempts=5)
         await store.signal("r1", "go", 1)
-        after = await store.claim_due(["d"], claims=[Claim("w", 30)], max_attempts=5)
+        after = await store.claim_due({"d": "f"}, claims=[Claim("w", 30)], max_attempts=5)
 
         assert ([], ["r1"]) == (before, [rec.id for _, rec, _ in after])
 
@@ -240,7 +266,9 @@ class TestTenants:
                 await call(run_id)
         with pytest.raises(sf.RunNotFound):
             await globex.signal(run_id, "go", 1)
-        assert [] == await globex.claim_due(["echo"], claims=[Claim("w", 30)], max_attempts=3)
+        assert [] == await globex.claim_due(
+            {"echo": echo_flow(store).fingerprint}, claims=[Claim("w", 30)], max_attempts=3
+        )
         assert run_id in [r.id for r in await store.list_runs()]  # the unscoped store: all
 
     async def test_resume_under_another_tenant_is_not_found(self, store):
@@ -329,7 +357,9 @@ class TestWorker:
         rec = await store.get(run_id)
         assert (RunStatus.RUNNING, None) == (rec.status, rec.lease_owner)
         assert 0 == worker.in_flight
-        claimed = await store.claim_due(["s"], claims=[Claim("next", 30)], max_attempts=5)
+        claimed = await store.claim_due(
+            {"s": flow.fingerprint}, claims=[Claim("next", 30)], max_attempts=5
+        )
         assert [run_id] == [r.id for _, r, _ in claimed]  # at once, no lease to wait for
 
     async def test_rejects_bad_configuration(self, store):
@@ -350,3 +380,47 @@ class TestWorker:
 
         assert worker.flows["echo"].store is store
         assert "echo" in repr(worker)
+
+
+class TestListening:
+    async def test_notification_wakes_the_waiter(self, postgresql_url):
+        """On PostgreSQL a new run enqueued by another store wakes wait_for_work at once."""
+        waiter, other = SqlStateStore(postgresql_url), SqlStateStore(postgresql_url)
+        flow = sf.Stateful(sf.Step(double), store=other, name="d")
+        await waiter.wait_for_work(0)  # listening from now on
+        loop = asyncio.get_running_loop()
+        try:
+            started = loop.time()
+            waiting = asyncio.create_task(waiter.wait_for_work(30))
+            await asyncio.sleep(0.05)
+            await flow.enqueue(1)
+            await asyncio.wait_for(waiting, 10)
+            assert loop.time() - started < 10
+        finally:
+            await waiter.close()
+            await other.close()
+
+    async def test_broken_listener_is_replaced(self, postgresql_url):
+        """A LISTEN connection killed by the server: one poll, then a new one listens."""
+        waiter, other = SqlStateStore(postgresql_url), SqlStateStore(postgresql_url)
+        flow = sf.Stateful(sf.Step(double), store=other, name="d")
+        await waiter.wait_for_work(0)
+        engine = create_async_engine(
+            postgresql_url.replace("postgresql://", "postgresql+psycopg://")
+        )
+        try:
+            async with engine.begin() as conn:
+                await conn.exec_driver_sql(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE query LIKE 'LISTEN%%' AND pid <> pg_backend_pid()"
+                )
+            await waiter.wait_for_work(0.05)  # finds it broken: polls, no error
+            await waiter.wait_for_work(0)  # listens again
+            waiting = asyncio.create_task(waiter.wait_for_work(30))
+            await asyncio.sleep(0.05)
+            await flow.enqueue(1)
+            await asyncio.wait_for(waiting, 10)
+        finally:
+            await engine.dispose()
+            await waiter.close()
+            await other.close()
