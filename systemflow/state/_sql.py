@@ -373,9 +373,13 @@ class SqlStateStore:
             RunExists: A run with this id exists.
             ValueError: ``connection`` is to another kind of database.
         """
-        backend = self._url.get_backend_name()
-        if connection.dialect.name != backend:
-            msg = f"{self!r} cannot enqueue on a {connection.dialect.name} connection"
+        backend, driver = self._url.get_backend_name(), self._url.get_driver_name()
+        kind = (connection.dialect.name, connection.dialect.driver)
+        if kind != (backend, "psycopg" if backend == "postgresql" else driver):
+            msg = (
+                f"{self!r} cannot enqueue on a {'+'.join(kind)} connection: its statements "
+                "are made for the store's own database and driver"
+            )
             raise ValueError(msg)
 
         def op(tx: Tx) -> RunRecord:

@@ -10,6 +10,7 @@ import json
 from typing import TYPE_CHECKING, Any, final
 
 import attrs
+import structlog
 
 from .._core import (
     SYSTEM_CLOCK,
@@ -23,6 +24,7 @@ from .._core import (
     RunExists,
     RunFinished,
     RunLocked,
+    RunNotFound,
     StepFailed,
     check_name,
     error_fields,
@@ -152,7 +154,11 @@ class Stateful(Node[Any, Any]):
         try:
             record = await self.store.create_run(claim=claim, **fields)
         except RunExists:
-            existing = await self.store.get(run_id)
+            try:
+                existing = await self.store.get(run_id)
+            except RunNotFound:  # another tenant's run: it exists, but is not ours to see
+                msg = f"a run with id {run_id!r} exists; start this one with a new id"
+                raise RunExists(msg, run_id=run_id) from None
             if existing.input != json.loads(fields["input_json"]) or existing.name != self.name:
                 msg = (
                     f"run {run_id} exists as a run of {existing.name!r} with another input; "
@@ -449,6 +455,10 @@ class _Heartbeat:
             await self._store.heartbeat(self._run_id, claim=self._claim)
         except FlowError:
             return  # the claim lost the run: its next write will say so
+        except Exception:  # noqa: BLE001 -- a bad moment of the database: try again later
+            structlog.get_logger("systemflow").warning(
+                "systemflow.heartbeat_failed", run_id=self._run_id, exc_info=True
+            )
         self._handle = asyncio.get_running_loop().call_later(self._every, self._beat)
 
     def stop(self) -> None:

@@ -87,7 +87,7 @@ class Worker:
         self.poll_seconds = poll_seconds
         self.max_attempts = max_attempts
         self.grace_seconds = grace_seconds
-        self.completed = 0  # runs this worker drove to completed, failed or cancelled
+        self.finished = 0  # runs this worker drove to their end: completed, failed, cancelled
         self._running: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._freed = asyncio.Event()  # a run in flight ended: a slot is free
@@ -136,7 +136,7 @@ class Worker:
             if handle_signals:
                 for signum in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(signum)
-            self._log.info("worker_stopped", completed=self.completed)
+            self._log.info("worker_stopped", finished=self.finished)
 
     def _free(self) -> int:
         return self.concurrency - len(self._running)
@@ -176,7 +176,7 @@ class Worker:
             log.exception("run_crashed")
         else:
             if final.status.is_finished:
-                self.completed += 1
+                self.finished += 1
             log.info("run_ended", status=final.status.value, current_path=final.current_path)
         finally:
             self._freed.set()

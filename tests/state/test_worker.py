@@ -280,6 +280,16 @@ class TestTenants:
             await echo_flow(globex).resume(rec.id)
         assert RunStatus.PAUSED == (await acme.get(rec.id)).status
 
+    async def test_id_of_another_tenants_run(self, store):
+        """Starting with the id of another tenant's run is RunExists; that run is untouched."""
+        acme, globex = store.for_tenant("acme"), store.for_tenant("globex")
+        await echo_flow(acme).enqueue(1, run_id="r1")
+
+        with pytest.raises(sf.RunExists, match="r1"):
+            await echo_flow(globex).start(2, run_id="r1")
+
+        assert (RunStatus.PENDING, 1) == ((rec := await acme.get("r1")).status, rec.input)
+
     def test_tenant_must_be_a_name(self, store):
         """An empty tenant id is refused."""
         with pytest.raises(ValueError, match="tenant"):
@@ -312,7 +322,7 @@ class TestWorker:
             worker.stop()
             await task
         assert ["ok"] * 6 == [(await store.get(r)).output for r in run_ids]
-        assert 6 == worker.completed
+        assert 6 == worker.finished
 
     async def test_timer_wakes_run(self, store):
         """A run sleeping on a durable timer is resumed by the worker once it is due."""
