@@ -33,6 +33,7 @@ from ._core import (
     run,
     walk,
 )
+from ._diagrams import to_mermaid
 from .combinators import (
     Assign,
     Call,
@@ -46,7 +47,6 @@ from .combinators import (
     WaitForSignal,
     step,
 )
-from .diagrams import to_mermaid
 from .instrumentation import Instrumented
 from .state import Stateful, Worker
 

@@ -116,9 +116,9 @@ class TestLayering:
             module
             for package in ("_core", "combinators", "state", "instrumentation")
             for module, names in _imports(PACKAGE / package).items()
-            if any(n.startswith("systemflow.diagrams") for n in names)
+            if any(n.startswith("systemflow._diagrams") for n in names)
         }
-        diagrams = set().union(*_imports(PACKAGE / "diagrams").values())
+        diagrams = set().union(*_imports(PACKAGE / "_diagrams").values())
 
         assert set() == users
         assert {"systemflow._core", "systemflow.combinators"} <= diagrams

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..diagrams import to_mermaid
+from .._diagrams import to_mermaid
 from ..state import Stateful
 from ._load import CliError, load_flow
 from ._show import say

@@ -16,7 +16,7 @@ import pytest
 from mermaid_syntax import parse
 
 import systemflow as sf
-from systemflow.diagrams._text import escape, node_id
+from systemflow._diagrams._text import escape, node_id
 from systemflow.state import Event, InMemoryStateStore, RunRecord, RunStatus
 
 ROOT = Path(__file__).resolve().parent.parent.parent

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from mermaid_syntax import parse
 
 import systemflow as sf
-from systemflow.diagrams._text import node_id
+from systemflow._diagrams._text import node_id
 from systemflow.state import Event, InMemoryStateStore
 
 # A tree as plain data, like tests/test_properties.py's, with every kind of node.
