@@ -4,6 +4,7 @@ Leaves: a step wraps a function, a call names a service method.
 
 from __future__ import annotations
 
+import functools
 import typing
 from typing import TYPE_CHECKING, Any, TypeVar, final, overload
 
@@ -377,6 +378,11 @@ class Call(_Leaf[Any, Any]):
             a durable run resumes. A method's return type cannot be read from
             a service that is only named, so without it a resumed run gets
             the output as JSON data (a dict for an attrs class).
+        idempotency_key: The name of a keyword argument of the method that
+            receives ``ctx.idempotency_key`` (stable for the run and the node,
+            across retries and resumes), so the service can drop a repeated
+            call: ``idempotency_key="key"`` calls ``method(input, key=...)``.
+            The undo is called without it (a key is one request's).
         name: The call's path segment; its index in its parent if not given.
 
     .. versionadded:: 0.1.0
@@ -390,6 +396,7 @@ class Call(_Leaf[Any, Any]):
     inline: bool = attrs.field(default=False, kw_only=True)
     critical: bool = attrs.field(default=True, kw_only=True)
     output_type: Any = attrs.field(default=Any, kw_only=True)
+    idempotency_key: str | None = attrs.field(default=None, kw_only=True)
     name: str | None = attrs.field(default=None, kw_only=True)
     _undo: abc.Callable[..., abc.Awaitable[Any]] | None = attrs.field(
         init=False, eq=False, repr=False
@@ -409,6 +416,10 @@ class Call(_Leaf[Any, Any]):
             if not isinstance(value, str) or not value:
                 msg = f"Call: {field} must be a non-empty str, got {value!r}"
                 raise FlowDefinitionError(msg)
+        key: object = self.idempotency_key  # checked: it may come from untyped code
+        if key is not None and not (isinstance(key, str) and key.isidentifier()):
+            msg = f"{owner}: idempotency_key names a keyword argument, got {key!r}"
+            raise FlowDefinitionError(msg)
         undo: abc.Callable[..., abc.Awaitable[Any]] | None
         if isinstance(self.compensate, str):
             undo = self._undo_method
@@ -443,7 +454,10 @@ class Call(_Leaf[Any, Any]):
         The service and method are looked up first: a missing one is a
         configuration error, raised at once and never retried.
         """
-        call = make_caller(self._bound(ctx, self.method), with_ctx=False, inline=self.inline)
+        bound = self._bound(ctx, self.method)
+        if self.idempotency_key is not None:
+            bound = functools.partial(bound, **{self.idempotency_key: ctx.idempotency_key})
+        call = make_caller(bound, with_ctx=False, inline=self.inline)
         if self.retry is None and self.timeout is None:
             return await call(ctx, input)
         return await call_with_policy(
@@ -470,5 +484,6 @@ class Call(_Leaf[Any, Any]):
             inline=self.inline or None,
             critical=None if self.critical else False,
             output_type=None if self.output_type is Any else _Raw(_type_name(self.output_type)),
+            idempotency_key=self.idempotency_key,
             name=self.name,
         )
