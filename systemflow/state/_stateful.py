@@ -317,9 +317,21 @@ class Stateful(Node[Any, Any]):
             return record.output
         if record.status is RunStatus.PAUSED:
             msg = f"durable run {record.id} of {self.name!r} paused"
-            raise FlowPaused(msg, path=ctx.path, run_id=record.id, wake_at=record.wake_at)
+            signals = await self._awaited(record.id)
+            raise FlowPaused(
+                msg, path=ctx.path, run_id=record.id, wake_at=record.wake_at, signals=signals
+            )
         msg = f"durable run {record.id} of {self.name!r} {record.status.value}: {record.error}"
         raise StepFailed(msg, path=ctx.path, run_id=record.id)
+
+    async def _awaited(self, run_id: str) -> tuple[str, ...]:
+        # The signals a paused run waits for, from its last paused event.
+        history = await self.store.history(run_id)
+        paused = next((e for e in reversed(history) if e.kind == PAUSED), None)
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            if paused is not None and paused.data is not None:
+                return tuple(str(name) for name in json.loads(paused.data).get("signals", []))
+        return ()
 
     # -- driving a claim -------------------------------------------------------
 

@@ -492,13 +492,14 @@ class TestObservability:
         assert reused
 
     async def test_nested_stateful_pauses_with_run_id(self, store):
-        """Stateful as a node: a pause raises FlowPaused naming the run to resume."""
+        """Stateful as a node: a pause raises FlowPaused naming the run and what it waits for."""
         inner = Stateful(sf.WaitForSignal("s"), store=store, name="inner")
 
         with pytest.raises(sf.FlowPaused) as info:
             await sf.execute(sf.Sequence(inner), 1)
 
         assert RunStatus.PAUSED == (await store.get(info.value.run_id)).status
+        assert ("s",) == info.value.signals
 
 
 class TestParallelPauses:
