@@ -111,11 +111,17 @@ async def run_node(
     except Exception as exc:  # noqa: BLE001 -- every failure is wrapped or let go below
         error = named_error(node, ctx, exc)
         if journal is not None:
-            await journal.put(FAILED, ctx.path, error_fields(error))
+            journal.record(FAILED, ctx.path, error_fields(error))
+            await journal.commit()
         _failed(node, ctx, error, skipped)
         return value if skipped is Skip.INPUT else skipped
-    seq = next(_completions) if journal is None else (await journal.put(STEP, ctx.path, out)).seq
-    _register_undo(node, ctx, value, out, seq)
+    if journal is None:
+        _register_undo(node, ctx, value, out, next(_completions))
+        return out
+    # Recorded and registered with no await between: a cancellation cannot
+    # leave a stored step without its undo.
+    _register_undo(node, ctx, value, out, journal.record(STEP, ctx.path, out).seq)
+    await journal.commit()
     return out
 
 

@@ -3,8 +3,9 @@ What a durable run's journal offers the nodes that run in it.
 
 The core only knows this protocol; ``systemflow.state`` implements it. Nodes
 look recorded results up by kind and path (synchronously: the journal of a run
-is loaded before it runs) and record new ones, which are written before the
-next effect starts (``settle``) or with the run's end.
+is loaded before it runs) and record new ones (synchronously too), which are
+written before the next effect starts (``settle``), at once in a ``Parallel``
+branch (``commit``), or with the run's end.
 """
 
 from __future__ import annotations
@@ -58,12 +59,27 @@ class Journal(Protocol):
         """
         ...
 
-    async def put(self, kind: str, path: Path, value: Any) -> Recorded:
+    def record(self, kind: str, path: Path, value: Any) -> Recorded:
         """
         Record ``value`` for ``kind`` at ``path``, durable by the next ``settle``.
 
-        The record is kept in order with the run's others; a run's last
-        records are written with its end (pause, completion, failure).
+        Synchronous, so that nothing can come between a step's record and the
+        registration of its undo. The record is kept in order with the run's
+        others; a run's last records are written with its end (pause,
+        completion, failure).
+
+        Raises:
+            SerializationError: ``value`` cannot be stored (nothing is recorded).
+        """
+        ...
+
+    async def commit(self) -> None:
+        """
+        In a ``Parallel`` branch, store this branch's records now; elsewhere, nothing.
+
+        A branch's siblings do not settle its records before their effects, so
+        a branch stores its own, in one commit with the records the other
+        branches make meanwhile (group commit).
         """
         ...
 

@@ -127,7 +127,8 @@ class Compensatable(Node[Any, Any]):
                 )
             else:
                 if journal is not None:
-                    await journal.put(COMPENSATED, undo.ctx.path, value=True)
+                    journal.record(COMPENSATED, undo.ctx.path, value=True)
+                    await journal.commit()
                 done.append(where)
                 log.info("systemflow.compensated", step=where, failed=_failed_path(reason))
         if done and isinstance(reason, BaseException):

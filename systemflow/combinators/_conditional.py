@@ -97,7 +97,8 @@ class Conditional(Node[Any, Any]):
         if got is not None:
             return bool(got.value)
         decided = bool(await self._decide(ctx, input))
-        await journal.put(DECISION, ctx.path, decided)
+        journal.record(DECISION, ctx.path, decided)
+        await journal.commit()
         return decided
 
     def __repr__(self) -> str:

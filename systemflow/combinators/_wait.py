@@ -145,7 +145,8 @@ class Sleep(Node[Any, Any]):
         got = journal.get(TIMER, ctx.path, dt.datetime)
         if got is None:
             deadline = ctx.clock.now() + self.duration
-            await journal.put(TIMER, ctx.path, deadline)
+            journal.record(TIMER, ctx.path, deadline)
+            await journal.commit()
         else:
             deadline = got.value
         if ctx.clock.now() >= deadline:

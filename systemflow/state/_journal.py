@@ -15,7 +15,7 @@ one commit: group commit.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import copy
 from typing import TYPE_CHECKING, Any, final
 
 from .._core import COMPENSATED, DECISION, FAILED, IN_BRANCH, SIGNAL, STEP, TIMER, Recorded
@@ -63,7 +63,7 @@ class RunJournal:
         self._pending: list[NewEvent] = []
         self._pending_sequential = 0  # of the pending, those made outside Parallel branches
         self._unstored = 0  # records made outside branches, pending or being written
-        self._writing: asyncio.Future[list[int]] | None = None  # the append in flight
+        self._writing: asyncio.Future[None] | None = None  # the append in flight
         self._failed: BaseException | None = None
         self._lock = asyncio.Lock()
 
@@ -80,12 +80,9 @@ class RunJournal:
         )
         return Recorded(value, seq)
 
-    async def put(self, kind: str, path: Path, value: Any) -> Recorded:
+    def record(self, kind: str, path: Path, value: Any) -> Recorded:
         """
-        Record ``value`` for ``kind`` at ``path``; stored by the next ``settle`` or the end.
-
-        In a ``Parallel`` branch it is stored before this returns, in one
-        ``append`` with the records the other branches make meanwhile.
+        Record ``value`` for ``kind`` at ``path``; stored by the next ``settle``, ``commit`` or end.
 
         Raises:
             SerializationError: ``value`` cannot be stored (nothing is recorded).
@@ -94,30 +91,35 @@ class RunJournal:
         self._pending.append(NewEvent(kind, path, data))
         self._last += 1
         self._entries[(kind, path)] = (data, self._last)
-        recorded = Recorded(value, self._last)
         if not IN_BRANCH.get():
             self._pending_sequential += 1
             self._unstored += 1
-            return recorded
-        # In a Parallel branch, the siblings' effects are not ordered after this
-        # record, so they do not settle it: store it now, with what the other
-        # branches record meanwhile (one commit for many branches).
-        await asyncio.sleep(0)
-        await self.flush()
-        return recorded
+        return Recorded(value, self._last)
+
+    async def commit(self) -> None:
+        """
+        In a ``Parallel`` branch, store the pending records now (group commit).
+
+        The siblings' effects are not ordered after a branch's record, so they
+        do not settle it: the branch stores it itself, with what the other
+        branches record meanwhile (one commit for many branches).
+        """
+        if IN_BRANCH.get():
+            await asyncio.sleep(0)  # let the siblings record too
+            await self.flush()
 
     async def settle(self) -> None:
         """
         Store the records made before this point (one ``append``) before an effect starts.
 
-        Records of sibling ``Parallel`` branches are theirs to store; records
-        being written by another task are waited for.
+        Records of sibling ``Parallel`` branches are theirs to store; a write in
+        flight (a branch's, or one whose task was cancelled) is waited for.
 
         Raises:
             RunLocked: This claim lost the run (cancelled, or taken over).
         """
         self._raise_if_failed()
-        if self._unstored:
+        if self._unstored or (self._writing is not None and not self._writing.done()):
             await self.flush()
 
     async def flush(self) -> None:
@@ -133,34 +135,54 @@ class RunJournal:
             return
         batch, sequential = self._pending, self._pending_sequential
         self._pending, self._pending_sequential = [], 0
-        write = asyncio.ensure_future(self._store.append(self._run_id, batch, claim=self._claim))
-        write.add_done_callback(lambda done: self._written(done, sequential))
+        write = asyncio.ensure_future(self._write(batch, sequential))
         self._writing = write
         # If this task is cancelled meanwhile, the write goes on; whoever stores
         # or ends next waits for it, and a failure stops the run all the same.
-        await asyncio.shield(write)
+        try:
+            await asyncio.shield(write)
+        except asyncio.CancelledError:
+            if write.cancelled():  # the write was, not this task: a failure like any other
+                self._raise_if_failed()
+            raise
 
-    def _written(self, write: asyncio.Future[list[int]], sequential: int) -> None:
-        if write.cancelled():
+    async def _write(self, batch: list[NewEvent], sequential: int) -> None:
+        # The journal's state changes here, before anyone waiting sees the write done.
+        try:
+            await self._store.append(self._run_id, batch, claim=self._claim)
+        except asyncio.CancelledError:
             self._failed = RuntimeError(f"run {self._run_id}: a journal write was cancelled")
-        elif write.exception() is not None:
-            self._failed = write.exception()  # nothing may run after unstored records
-        else:
-            self._unstored -= sequential
+            raise
+        except BaseException as exc:
+            self._failed = exc  # nothing may run after unstored records
+            raise
+        self._unstored -= sequential
 
     async def _wait_for_write(self) -> None:
         if self._writing is not None and not self._writing.done():
-            with contextlib.suppress(Exception):  # its failure is kept by _written
-                await asyncio.shield(self._writing)
+            # asyncio.wait neither raises the write's failure (kept in _failed)
+            # nor passes on its cancellation as this task's own.
+            await asyncio.wait([self._writing])
         self._raise_if_failed()
 
     def _raise_if_failed(self) -> None:
-        if self._failed is not None:
-            raise self._failed.with_traceback(None)
+        # A fresh error for each task that meets the failure, chained to it: one
+        # exception object raised in several tasks would tangle their tracebacks.
+        failed = self._failed
+        if failed is None:
+            return
+        try:
+            error = copy.copy(failed)  # same type and fields, none of its traceback
+        except Exception:  # noqa: BLE001 -- a type that cannot be rebuilt from its args
+            msg = f"run {self._run_id}: a journal write failed: {type(failed).__name__}: {failed}"
+            error = RuntimeError(msg)
+        raise error from failed
 
     async def drain(self) -> list[NewEvent]:
         """
         Take the pending records (after any write in flight), for ``finish`` to write.
+
+        If the ``finish`` fails, ``restore`` gives them back.
 
         Raises:
             RunLocked: A write of this claim failed because it lost the run.
@@ -170,6 +192,14 @@ class RunJournal:
             batch = self._pending
             self._pending, self._pending_sequential, self._unstored = [], 0, 0
             return batch
+
+    def restore(self, batch: list[NewEvent]) -> None:
+        """
+        Put back records ``drain`` took whose ``finish`` did not happen.
+        """
+        self._pending[:0] = batch
+        self._pending_sequential += len(batch)
+        self._unstored += len(batch)
 
     async def take_signal(self, path: Path, signal: str, type_: Any = Any) -> Recorded | None:
         """

@@ -376,9 +376,15 @@ class Stateful(Node[Any, Any]):
             status: RunStatus, event: NewEvent, output: Any = None, **fields: Any
         ) -> RunRecord:
             events = await journal.drain()
-            final = await self.store.finish(
-                record.id, claim=claim, status=status, event=event, events=events, **fields
-            )
+            try:
+                final = await self.store.finish(
+                    record.id, claim=claim, status=status, event=event, events=events, **fields
+                )
+            except RunLocked:
+                raise  # the claim is gone: its records with it
+            except BaseException:
+                journal.restore(events)  # for the hand-back to store
+                raise
             # The input and output as the values the run had, not the stored JSON.
             return attrs.evolve(final, input=value, output=output)
 

@@ -15,6 +15,8 @@ import pytest
 
 import systemflow as sf
 from systemflow.state import RunStatus, Stateful
+from systemflow.state._codec import Codec
+from systemflow.state._journal import RunJournal
 from systemflow.state._model import Claim, NewEvent
 
 
@@ -112,17 +114,30 @@ async def test_failure_in_a_sibling_while_a_branch_writes_still_compensates(stor
         await asyncio.sleep(0.005)  # while c's record is being written
         return object()
 
+    async def hold(x: int) -> int:
+        log.append("effect c")
+        return x * 10
+
+    async def unhold(x: int, out: int) -> None:
+        log.append("undo c")
+        undone.append(out)
+
     flow = sf.Compensatable(
         sf.Step(reserve, compensate=release, name="reserve"),
-        sf.Parallel(sf.Step(unstorable, name="bad"), sf.Step(effect(log, "c"), name="c")),
+        sf.Parallel(sf.Step(unstorable, name="bad"), sf.Step(hold, compensate=unhold, name="c")),
     )
 
     rec = await Stateful(flow, store=slow, name="s").start(5)
 
     assert RunStatus.FAILED == rec.status
     assert "bad" in rec.error
-    assert [5] == undone
+    # c was cancelled while its record was written: it is undone all the same (newest
+    # first), and only once its record is stored.
+    assert [50, 5] == undone
+    assert log.index("undo c") > log.index("append-done 1/c"), log
     assert None is (await store.get(rec.id)).lease_owner
+    compensated = [e.path for e in await store.history(rec.id) if e.kind == "compensated"]
+    assert [(1, "c"), ("reserve",)] == compensated
 
 
 async def test_cancel_during_the_last_step_returns_the_cancelled_record(store):
@@ -197,3 +212,114 @@ class TestFinishWithEvents:
             )
 
         assert ["started"] == [e.kind for e in await store.history("r1")]
+
+
+class FailingAppends(SlowAppends):
+    """A store whose appends, from the ``fail_from``-th on, raise ``error`` after a while."""
+
+    def __init__(self, inner: Any, log: list[str], error: BaseException, fail_from: int) -> None:
+        super().__init__(inner, log)
+        self.error = error
+        self.fail_from = fail_from
+        self.calls = 0
+
+    async def append(self, run_id: str, events: Any, *, claim: Any) -> list[int]:
+        self.calls += 1
+        if self.calls < self.fail_from:
+            return await super().append(run_id, events, claim=claim)
+        await asyncio.sleep(self.delay)
+        raise self.error
+
+
+async def test_a_failed_branch_write_stops_the_run_before_the_next_effect(store):
+    """A branch's record that could not be stored: no later effect runs, the run is kept."""
+    log: list[str] = []
+    failing = FailingAppends(store, log, OSError("disk full"), fail_from=1)
+    flow = sf.Parallel(
+        sf.Step(effect(log, "b"), name="b"), sf.Step(effect(log, "c"), name="c")
+    ) >> sf.Step(effect(log, "d"), name="d")
+
+    with pytest.raises(OSError, match="disk full"):
+        await Stateful(flow, store=failing, name="f").start(1, run_id="f-1")
+
+    assert "effect d" not in log
+    rec = await store.get("f-1")
+    assert (RunStatus.RUNNING, None) == (rec.status, rec.lease_owner)
+
+
+async def test_a_cancelled_write_fails_the_run_not_the_waiter_as_cancelled(store):
+    """A write whose own task was cancelled is a failure, not this task's cancellation."""
+    log: list[str] = []
+    failing = FailingAppends(store, log, asyncio.CancelledError(), fail_from=1)
+    flow = sf.Step(effect(log, "a"), name="a") >> sf.Step(effect(log, "b"), name="b")
+
+    with pytest.raises(RuntimeError, match="journal write was cancelled"):
+        await Stateful(flow, store=failing, name="w").start(1, run_id="w-1")
+
+    assert ["effect a"] == log
+    assert None is (await store.get("w-1")).lease_owner
+
+
+async def test_each_task_meets_its_own_copy_of_a_write_failure(store):
+    """Tasks that find the journal failed raise copies chained to the failure, not one object."""
+    claim = Claim("a", 30)
+    await store.create_run(run_id="j-1", name="f", input_json="1", fingerprint="x", claim=claim)
+    lost = sf.RunLocked("lease lost", path=("s",), run_id="j-1")
+    failing = FailingAppends(store, [], lost, fail_from=1)
+    journal = RunJournal(failing, "j-1", claim, Codec.shared(), [])
+    journal.record("step", ("s",), 1)
+
+    with pytest.raises(sf.RunLocked) as first:
+        await journal.settle()
+    with pytest.raises(sf.RunLocked) as second:
+        await journal.settle()
+
+    assert first.value is lost  # the task whose write it was
+    copy = second.value
+    assert copy is not lost
+    assert lost is copy.__cause__
+    assert ("lease lost", ("s",), "j-1") == (str(copy), copy.path, copy.run_id)
+    with pytest.raises(sf.RunLocked) as third:
+        await journal.drain()
+    assert third.value is not copy
+
+
+class FailingFinish:
+    """A store whose first ``finish`` raises ``ConnectionError`` (after writing nothing)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.failed = False
+
+    async def finish(self, run_id: str, **kwargs: Any) -> Any:
+        if not self.failed:
+            self.failed = True
+            msg = "server closed the connection"
+            raise ConnectionError(msg)
+        return await self.inner.finish(run_id, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_records_of_a_failed_end_are_stored_with_the_hand_back(store):
+    """The end did not happen: the last steps' records are stored as the run is handed back."""
+    calls: list[str] = []
+
+    def step(name: str) -> Any:
+        async def run(x: int) -> int:
+            calls.append(name)
+            return x + 1
+
+        return sf.Step(run, name=name)
+
+    flow = step("a") >> step("b")
+
+    with pytest.raises(ConnectionError):
+        await Stateful(flow, store=FailingFinish(store), name="g").start(1, run_id="g-1")
+
+    kept = [e.path for e in await store.history("g-1") if e.kind == "step"]
+    assert [("a",), ("b",)] == kept
+    resumed = await Stateful(flow, store=store, name="g").resume("g-1")
+    assert (RunStatus.COMPLETED, 3) == (resumed.status, resumed.output)
+    assert ["a", "b"] == calls  # neither ran again
