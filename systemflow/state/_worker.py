@@ -126,6 +126,7 @@ class Worker:
                 loop.add_signal_handler(signum, self.stop)
         self._log.info("worker_started")
         try:
+            await self._warn_of_other_versions()
             await self.store.wait_for_work(0)  # start listening before the first look
             while not self._stopping.is_set():
                 if await self._claim() and self._free() > 0:
@@ -137,6 +138,25 @@ class Worker:
                 for signum in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(signum)
             self._log.info("worker_stopped", finished=self.finished)
+
+    async def _warn_of_other_versions(self) -> None:
+        # Runs started with another version of a flow are not this worker's: say
+        # so once, or they would wait unseen for a worker that has their tree.
+        for name, fingerprint in self._versions.items():
+            try:
+                runs = await self.store.list_runs(name=name, limit=1000)
+            except Exception:  # noqa: BLE001 -- only a hint; the loop reports a lost store
+                return
+            waiting = [r.fingerprint for r in runs if not r.status.is_finished]
+            others = [f for f in waiting if f != fingerprint]
+            if others:
+                self._log.warning(
+                    "runs_of_other_versions",
+                    flow=name,
+                    runs=len(others),
+                    fingerprints=sorted(set(others)),
+                    version=fingerprint,
+                )
 
     def _free(self) -> int:
         return self.concurrency - len(self._running)

@@ -12,6 +12,7 @@ import json
 
 import pytest
 import sqlalchemy as sa
+import structlog
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import systemflow as sf
@@ -236,6 +237,30 @@ class TestClaimDue:
 
         assert 0 == rec.attempts
 
+    async def test_release_keeps_attempts_only_after_a_failure(self, store):
+        """A hand-back (shutdown) starts attempts again; a release after an error keeps them."""
+        await store.create_run(
+            run_id="r1", name="d", input_json="1", fingerprint="f", claim=Claim("dead", -1)
+        )
+        await store.create_run(
+            run_id="r2", name="d", input_json="1", fingerprint="f", claim=Claim("dead", -1)
+        )
+        claimed = await store.claim_due(
+            {"d": "f"}, claims=[Claim("w1", 30), Claim("w2", 30)], max_attempts=5
+        )
+        by_id = {rec.id: claim for claim, rec, _ in claimed}
+
+        await store.release("r1", claim=by_id["r1"])
+        await store.release("r2", claim=by_id["r2"], failed=True)
+
+        r1, r2 = await store.get("r1"), await store.get("r2")
+        assert (None, 0) == (r1.lease_owner, r1.attempts)
+        assert (None, 1) == (r2.lease_owner, r2.attempts)
+        again = await store.claim_due(
+            {"d": "f"}, claims=[Claim("w3", 30), Claim("w4", 30)], max_attempts=5
+        )
+        assert {"r1": 1, "r2": 2} == {rec.id: rec.attempts for _, rec, _ in again}
+
     async def test_paused_run_due_when_woken(self, store):
         """A paused run is due once its wake time has come, not before."""
         claim = Claim("a", 30)
@@ -372,6 +397,27 @@ class TestWorker:
         )
         assert [run_id] == [r.id for _, r, _ in claimed]  # at once, no lease to wait for
 
+    async def test_warns_of_runs_of_other_versions(self, store):
+        """Runs started with another tree are not claimed: the worker says so when it starts."""
+        old = sf.Stateful(sf.Step(double, name="a"), store=store, name="d")
+        new = sf.Stateful(sf.Step(double, name="a") >> sf.Step(double), store=store, name="d")
+        waiting = [await old.enqueue(n) for n in range(2)]
+        worker = Worker(store, [new], poll_seconds=0.02)
+
+        with structlog.testing.capture_logs() as logs:
+            task = asyncio.create_task(worker.run())
+            await asyncio.sleep(0.1)
+            worker.stop()
+            await task
+
+        [warning] = [e for e in logs if e["event"] == "runs_of_other_versions"]
+        assert (2, [old.fingerprint], new.fingerprint) == (
+            warning["runs"],
+            warning["fingerprints"],
+            warning["version"],
+        )
+        assert {RunStatus.PENDING} == set(await statuses(store, waiting))
+
     async def test_rejects_bad_configuration(self, store):
         """Workers name what is wrong with their configuration."""
         flow = echo_flow(store)
@@ -403,6 +449,7 @@ class TestListening:
             started = loop.time()
             waiting = asyncio.create_task(waiter.wait_for_work(30))
             await asyncio.sleep(0.05)
+            assert not waiting.done()  # nothing to do yet: it waits
             await flow.enqueue(1)
             await asyncio.wait_for(waiting, 10)
             assert loop.time() - started < 10
