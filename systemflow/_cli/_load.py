@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import inspect
 import sys
 from collections import abc
 from pathlib import Path
@@ -113,6 +114,13 @@ def load_as(where: Target, option: str, accepts: abc.Callable[[object], bool], w
         except Exception as exc:
             msg = f"{where} (named in {option}) failed: {type(exc).__name__}: {exc}"
             raise CliError(msg) from exc
+        if inspect.iscoroutine(value):
+            value.close()  # never awaited: no warning, nothing ran
+            msg = (
+                f"{where} (named in {option}) is an async function: name {what}, "
+                "or a plain function of no arguments that returns one"
+            )
+            raise CliError(msg)
     if not accepts(value):
         msg = (
             f"{where} (named in {option}) is a {type(value).__name__}, not {what} "

@@ -95,6 +95,7 @@ _T = TypeVar("_T")
 _DEFAULT_FILE: Final = "systemflow.sqlite3"
 _SYNCHRONOUS: Final = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 _BUSY_TIMEOUT_MS: Final = 5000
+_LISTEN_CONNECT_SECONDS: Final = 10  # a LISTEN connection that cannot be made: poll
 _SCHEMA_LOCK: Final = zlib.crc32(b"systemflow.state schema")  # pg_advisory_xact_lock key
 
 # -- the drivers ----------------------------------------------------------------------
@@ -520,7 +521,9 @@ class SqlStateStore:
         try:
             if self._listener is None:
                 url = self._url.set(drivername="postgresql").render_as_string(hide_password=False)
-                listener = await psycopg.AsyncConnection.connect(url, autocommit=True)
+                listener = await psycopg.AsyncConnection.connect(
+                    url, autocommit=True, connect_timeout=_LISTEN_CONNECT_SECONDS
+                )
                 try:
                     await listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
                 except BaseException:

@@ -60,6 +60,10 @@ FLOWS = textwrap.dedent(
         raise RuntimeError("no flow today")
 
 
+    async def make_flow_async():
+        return flow
+
+
     not_a_flow = 42
     """
 )

@@ -178,6 +178,7 @@ class TestRunsSignalResumeCancel:
             ("runs resume run-paused --flow {flows}:durable --name x", "but --name says 'x'"),
             ("runs resume run-paused --flow {flows}:not_a_flow", "is a int, not a flow"),
             ("runs resume run-paused --flow {flows}:broken", "RuntimeError: no flow today"),
+            ("runs resume run-paused --flow {flows}:make_flow_async", "an async function"),
             ("runs resume run-paused --flow {flows}:missing", "no attribute missing (named in"),
             ("runs resume run-paused --flow {dir}/nothing.py:flow", "no Python file"),
             ("runs resume run-paused --flow no_such_module:flow", "cannot import no_such_module"),

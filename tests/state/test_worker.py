@@ -418,6 +418,64 @@ class TestWorker:
         )
         assert {RunStatus.PENDING} == set(await statuses(store, waiting))
 
+    async def test_run_whose_input_does_not_fit_fails_once(self, store):
+        """A claimed run whose stored input is not the flow's input type fails, naming it."""
+        flow = sf.Stateful(sf.Step(double), store=store, name="d")
+        await store.create_run(
+            run_id="bad", name="d", input_json='"abc"', fingerprint=flow.fingerprint, claim=None
+        )
+        worker = Worker(store, [flow], poll_seconds=0.02)
+        task = asyncio.create_task(worker.run())
+        try:
+
+            async def failed():
+                """the run failed"""
+                return RunStatus.FAILED == (await store.get("bad")).status
+
+            await until(failed)
+        finally:
+            worker.stop()
+            await task
+        rec = await store.get("bad")
+        assert "bad" in rec.error
+        assert "int" in rec.error
+        assert "abc" == rec.input  # the stored input is kept as it was
+        assert ["started", "resumed", "run_failed"] == [e.kind for e in await store.history("bad")]
+
+    async def test_heartbeat_outlives_a_transient_error(self, store):
+        """A heartbeat that fails once is logged and tried again; the run completes."""
+
+        class FlakyHeartbeat:
+            def __init__(self, inner):
+                self.inner = inner
+                self.beats = 0
+
+            async def heartbeat(self, run_id, *, claim):
+                self.beats += 1
+                if self.beats == 1:
+                    msg = "connection reset"
+                    raise OSError(msg)
+                await self.inner.heartbeat(run_id, claim=claim)
+
+            def __getattr__(self, name):
+                return getattr(self.inner, name)
+
+        async def slow(x: int) -> int:
+            await asyncio.sleep(0.4)
+            return x
+
+        flaky = FlakyHeartbeat(store)
+        flow = sf.Stateful(sf.Step(slow, name="slow"), store=flaky, name="h", lease_seconds=0.15)
+
+        with structlog.testing.capture_logs() as logs:
+            rec = await flow.start(3)
+
+        assert (RunStatus.COMPLETED, 3) == (rec.status, rec.output)
+        assert flaky.beats >= 3  # every 50 ms, on after the failure
+        assert ["systemflow.heartbeat_failed"] == [
+            e["event"] for e in logs if e["event"].startswith("systemflow.heartbeat")
+        ]
+
     async def test_rejects_bad_configuration(self, store):
         """Workers name what is wrong with their configuration."""
         flow = echo_flow(store)
