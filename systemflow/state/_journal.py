@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 from typing import TYPE_CHECKING, Any, final
 
 from .._core import COMPENSATED, DECISION, FAILED, IN_BRANCH, SIGNAL, STEP, TIMER, Recorded
@@ -135,7 +136,16 @@ class RunJournal:
             return
         batch, sequential = self._pending, self._pending_sequential
         self._pending, self._pending_sequential = [], 0
-        write = asyncio.ensure_future(self._write(batch, sequential))
+        # Started at once, in this task: a store whose append does not suspend
+        # (in memory, SQLite) has stored the records when send returns, and
+        # nothing could come between. One that suspends goes on in a task of
+        # its own (what Python 3.12 calls an eager task).
+        started = self._write(batch, sequential)
+        try:
+            suspended = started.send(None)
+        except StopIteration:
+            return
+        write = asyncio.ensure_future(_go_on(started, suspended))
         self._writing = write
         # If this task is cancelled meanwhile, the write goes on; whoever stores
         # or ends next waits for it, and a failure stops the run all the same.
@@ -150,9 +160,8 @@ class RunJournal:
         # The journal's state changes here, before anyone waiting sees the write done.
         try:
             await self._store.append(self._run_id, batch, claim=self._claim)
-        except asyncio.CancelledError:
-            self._failed = RuntimeError(f"run {self._run_id}: a journal write was cancelled")
-            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            raise  # its task ends cancelled: _raise_if_failed tells
         except BaseException as exc:
             self._failed = exc  # nothing may run after unstored records
             raise
@@ -168,6 +177,10 @@ class RunJournal:
     def _raise_if_failed(self) -> None:
         # A fresh error for each task that meets the failure, chained to it: one
         # exception object raised in several tasks would tangle their tracebacks.
+        write = self._writing
+        if self._failed is None and write is not None and write.cancelled():
+            # Cancelled before or while it ran: the records may not be stored.
+            self._failed = RuntimeError(f"run {self._run_id}: a journal write was cancelled")
         failed = self._failed
         if failed is None:
             return
@@ -213,3 +226,38 @@ class RunJournal:
         self._last = max(self._last, event.seq)
         self._entries[(SIGNAL, path)] = (event.data, event.seq)
         return self.get(SIGNAL, path, type_)
+
+
+async def _go_on(coroutine: abc.Coroutine[Any, Any, None], suspended: Any) -> None:
+    # Finish a coroutine that was started outside a task and suspended there.
+    await _Resumed(coroutine, suspended)
+
+
+@final
+class _Resumed:
+    """
+    Strictly private: an awaitable that goes on with a started, suspended coroutine.
+
+    What it yielded (a future, or ``None`` for a bare yield) is passed up to the
+    task that awaits this, and what the task sends or throws back is passed down.
+    """
+
+    __slots__ = ("_coroutine", "_suspended")
+
+    def __init__(self, coroutine: abc.Coroutine[Any, Any, None], suspended: Any) -> None:
+        self._coroutine = coroutine
+        self._suspended = suspended
+
+    def __await__(self) -> abc.Generator[Any, Any, None]:
+        coroutine, suspended = self._coroutine, self._suspended
+        while True:
+            try:
+                sent = yield suspended
+            except BaseException as exc:  # noqa: BLE001 -- the task's throw, passed down
+                step = functools.partial(coroutine.throw, exc)
+            else:
+                step = functools.partial(coroutine.send, sent)
+            try:
+                suspended = step()
+            except StopIteration:
+                return

@@ -323,3 +323,44 @@ async def test_records_of_a_failed_end_are_stored_with_the_hand_back(store):
     resumed = await Stateful(flow, store=store, name="g").resume("g-1")
     assert (RunStatus.COMPLETED, 3) == (resumed.status, resumed.output)
     assert ["a", "b"] == calls  # neither ran again
+
+
+@pytest.mark.parametrize("yields", [0, 2], ids=["before-it-ran", "while-it-runs"])
+async def test_a_write_task_cancelled_from_outside_fails_the_journal(store, yields):
+    """A suspended write goes on in a task; cancelling that task is a failure, seen by all."""
+    claim = Claim("a", 30)
+    await store.create_run(run_id="j-2", name="f", input_json="1", fingerprint="x", claim=claim)
+    slow = SlowAppends(store, [], delay=30)
+    journal = RunJournal(slow, "j-2", claim, Codec.shared(), [])
+    journal.record("step", ("s",), 1)
+    flushing = asyncio.create_task(journal.flush())
+    await slow.started.wait()  # the append is suspended, in a task of its own
+
+    writes = [t for t in asyncio.all_tasks() if t is not flushing and "_go_on" in repr(t)]
+    assert 1 == len(writes)
+    for _ in range(yields):
+        await asyncio.sleep(0)
+    writes[0].cancel()
+
+    with pytest.raises(RuntimeError, match="journal write was cancelled"):
+        await flushing
+    with pytest.raises(RuntimeError, match="journal write was cancelled"):
+        await journal.settle()
+    assert ["started"] == [e.kind for e in await store.history("j-2")]
+
+
+async def test_a_write_that_does_not_suspend_needs_no_task(store):
+    """In memory and on SQLite a record is stored within settle, with no task of its own."""
+    claim = Claim("a", 30)
+    await store.create_run(run_id="j-3", name="f", input_json="1", fingerprint="x", claim=claim)
+    journal = RunJournal(store, "j-3", claim, Codec.shared(), [])
+    journal.record("step", ("s",), 1)
+    before = asyncio.all_tasks()
+
+    await journal.settle()
+
+    kinds = [e.kind for e in await store.history("j-3")]
+    assert ["started", "step"] == kinds
+    if "postgresql" not in repr(store):  # PostgreSQL's driver suspends: a task is right there
+        assert asyncio.all_tasks() == before
+        assert journal._writing is None
