@@ -52,34 +52,28 @@ Run it from the repository root::
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import datetime as dt
 import gc
-import os
 import platform
-import shutil
 import sqlite3
 import statistics
 import sys
-import tempfile
 import time
 import uuid
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import psycopg
 import sqlalchemy as sa
+from _harness import Case, measure, new_parser, report_verdicts, temporary_postgres, usable_cpus
 
 import systemflow as sf
 from systemflow.state import InMemoryStateStore, RunStatus, SqlStateStore, StateStore
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
-
-    from pgserver.postgres_server import PostgresServer
 
     from systemflow.state._model import Claim, NewEvent
 
@@ -261,40 +255,6 @@ class Backend:
 
 
 @dataclass
-class Case:
-    """
-    One thing to time: ``await fn()``, looped ``number`` times per timed run.
-
-    ``make`` returns the call; it is called once, and again before every timed
-    run when ``fresh`` (an in-memory store must start empty).
-    """
-
-    key: str
-    make: Callable[[], Callable[[], Awaitable[object]]]
-    fresh: bool = False
-    fixed_number: int | None = None  # calls per timed run; calibrated if None
-    runs_per_repeat: int = 1
-    number: int = 1
-    fn: Callable[[], Awaitable[object]] | None = None
-    samples: list[float] = field(default_factory=list)  # seconds per call, one per timed run
-
-    def call(self) -> Callable[[], Awaitable[object]]:
-        """
-        The call to time (made now if ``fresh`` or not made yet).
-        """
-        if self.fn is None or self.fresh:
-            self.fn = self.make()
-        return self.fn
-
-    @property
-    def median(self) -> float:
-        """
-        The median of the samples, in seconds per call.
-        """
-        return statistics.median(self.samples)
-
-
-@dataclass
 class Counts:
     """
     What a store saw, run by run: ``append`` calls and the events they carried.
@@ -345,53 +305,11 @@ class ResumeCase:
                 self.samples.append(elapsed)
 
 
-async def _loop(fn: Callable[[], Awaitable[object]], number: int) -> float:
-    start = time.perf_counter()
-    for _ in range(number):
-        await fn()
-    return time.perf_counter() - start
-
-
-async def _calibrate(case: Case, run_seconds: float) -> None:
-    # Grow the loop until it lasts a tenth of a run, then scale to a full run.
-    fn = case.call()
-    if case.fixed_number is not None:
-        case.number = case.fixed_number
-        await _loop(fn, case.number)  # the first warm-up
-        return
-    number = 1
-    while True:
-        gc.collect()
-        elapsed = await _loop(fn, number)
-        if elapsed >= run_seconds / 10:
-            case.number = max(1, round(number * run_seconds / elapsed))
-            return
-        number *= 4
-
-
-async def _measure(
-    cases: list[Case], resumes: list[ResumeCase], repeats: int, run_seconds: float
-) -> None:
-    for case in cases:
-        await _calibrate(case, run_seconds)  # doubles as the warm-up
-    for resume in resumes:
-        await resume.repeat(timed=False)
-    for _ in range(repeats):
-        for case in cases:  # interleaved: noise hits every case alike
-            for _ in range(case.runs_per_repeat):
-                fn = case.call()
-                await _loop(fn, case.number // 10)  # warm up: its own steady state
-                gc.collect()
-                case.samples.append(await _loop(fn, case.number) / case.number)
-        for resume in resumes:
-            await resume.repeat()
-
-
 # --- the cases ---------------------------------------------------------------------------
 
 
 def _floor_case(key: str, floor: SqliteFloor | PostgresFloor) -> Case:
-    return Case(key, lambda: floor.insert)
+    return Case(key, floor.insert)
 
 
 def _run_case(key: str, backend: Backend, flow: sf.Sequence, check: object) -> Case:
@@ -407,7 +325,7 @@ def _run_case(key: str, backend: Backend, flow: sf.Sequence, check: object) -> C
 
         return run
 
-    return Case(key, make, fresh=backend.fresh)
+    return Case(key, make=make, fresh=backend.fresh)
 
 
 def _group_case(
@@ -429,7 +347,7 @@ def _group_case(
 
         return run
 
-    return Case(key, make, fresh=backend.fresh, fixed_number=1, runs_per_repeat=runs)
+    return Case(key, make=make, fresh=backend.fresh, fixed_number=1, runs_per_repeat=runs)
 
 
 @dataclass
@@ -457,7 +375,7 @@ def _plan(backends: list[Backend], resumes_per_repeat: int) -> Plan:
     async def plain() -> object:
         return await sf.execute(seq, 1)
 
-    plan.cases.append(Case("plain", lambda: plain))
+    plan.cases.append(Case("plain", plain))
     parallel = sf.Parallel(*[sf.Step(step) for _ in range(MANY)])
     sequence = chain(MANY)
     for backend in backends:
@@ -509,10 +427,7 @@ class Info:
 
 
 def _header(info: Info, repeats: int, run_seconds: float, resumes: int) -> None:
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 0
+    cpus = usable_cpus()
     print("systemflow durable-run benchmark")
     print(
         f"  {platform.python_implementation()} {platform.python_version()} on "
@@ -713,29 +628,18 @@ async def _run(
     backends = _backends(directory, uri)
     try:
         plan = _plan(backends, resumes)
-        await _measure(plan.cases, plan.resumes, repeats, run_seconds)
+        await measure(plan.cases, repeats, run_seconds, others=plan.resumes)
         return _report(plan)
     finally:
         for backend in backends:
             await backend.close()
 
 
-def _start_postgres(pgdata: Path) -> PostgresServer:
-    with warnings.catch_warnings():
-        # platformdirs warns at import when XDG_RUNTIME_DIR is unset.
-        warnings.simplefilter("ignore")
-        from pgserver.postgres_server import get_server  # noqa: PLC0415 -- a dev dependency
-
-        return get_server(pgdata, cleanup_mode="stop")
-
-
 def main(argv: list[str] | None = None) -> int:
     """
     Run the benchmark, print the tables and the verdicts; return the exit code.
     """
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="fewer, shorter runs (smoke test)")
-    parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    parser = new_parser(__doc__)
     parser.add_argument("--repeats", type=int, help="timed runs per case (default 7, quick 3)")
     parser.add_argument(
         "--dir", type=Path, help="where to make the temporary directory of the databases"
@@ -746,22 +650,10 @@ def main(argv: list[str] | None = None) -> int:
     resumes = 10 if options.quick else 20
 
     started = time.perf_counter()
-    directory = Path(tempfile.mkdtemp(prefix="systemflow-bench-", dir=options.dir))
-    try:
-        server = _start_postgres(directory / "pgdata")
-        try:
-            uri = server.get_uri()
-            _header(Info(directory, _postgres_settings(uri)), repeats, run_seconds, resumes)
-            verdicts = asyncio.run(_run(directory, uri, repeats, run_seconds, resumes))
-        finally:
-            server.cleanup()  # stops the server
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-    for ok, text in verdicts:
-        print(f"{'PASS' if ok else 'FAIL'} {text}")
-    print(f"(benchmark took {time.perf_counter() - started:.1f} s)")
-    missed = not all(ok for ok, _ in verdicts)
-    return 1 if options.check and missed else 0
+    with temporary_postgres(options.dir) as (directory, uri):
+        _header(Info(directory, _postgres_settings(uri)), repeats, run_seconds, resumes)
+        verdicts = asyncio.run(_run(directory, uri, repeats, run_seconds, resumes))
+    return report_verdicts(verdicts, started, check=options.check)
 
 
 if __name__ == "__main__":

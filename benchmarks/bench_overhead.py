@@ -41,25 +41,18 @@ Run it from the repository root::
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import gc
 import logging
-import os
 import platform
-import statistics
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import structlog
+from _harness import Case, measure, new_parser, report_verdicts, usable_cpus
 
 import systemflow as sf
 from systemflow._core import invoke
-
-if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping
 
 STEPS: Final = 10
 SEQ_NODES: Final = STEPS + 1  # the Sequence and its steps
@@ -132,67 +125,6 @@ async def hand_gather(x: Any) -> list[Any]:
     return await asyncio.gather(*[step_async(x) for _ in range(BRANCHES)])
 
 
-# --- timing ----------------------------------------------------------------------
-
-
-@dataclass
-class Case:
-    """
-    One thing to time: ``await fn(*args, **kwargs)``, looped ``number`` times per run.
-    """
-
-    key: str
-    fn: Callable[..., Awaitable[object]]
-    args: tuple[Any, ...] = ()
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
-    number: int = 1
-    fixed_number: int | None = None  # calls per timed run; calibrated if None
-    runs_per_repeat: int = 1
-    samples: list[float] = field(default_factory=list)  # seconds per call, one per repeat
-
-    @property
-    def median(self) -> float:
-        """
-        The median of the samples, in seconds per call.
-        """
-        return statistics.median(self.samples)
-
-
-async def _loop(case: Case, number: int) -> float:
-    fn, args, kwargs = case.fn, case.args, case.kwargs
-    start = time.perf_counter()
-    for _ in range(number):
-        await fn(*args, **kwargs)
-    return time.perf_counter() - start
-
-
-async def _calibrate(case: Case, run_seconds: float) -> None:
-    # Grow the loop until it lasts a tenth of a run, then scale to a full run.
-    if case.fixed_number is not None:
-        case.number = case.fixed_number
-        await _loop(case, case.number)  # the first warm-up
-        return
-    number = 1
-    while True:
-        gc.collect()
-        elapsed = await _loop(case, number)
-        if elapsed >= run_seconds / 10:
-            case.number = max(1, round(number * run_seconds / elapsed))
-            return
-        number *= 4
-
-
-async def _measure(cases: list[Case], repeats: int, run_seconds: float) -> None:
-    for case in cases:
-        await _calibrate(case, run_seconds)  # doubles as the warm-up
-    for _ in range(repeats):
-        for case in cases:  # interleaved: noise hits every case alike
-            for _ in range(case.runs_per_repeat):
-                await _loop(case, max(1, case.number // 10))  # warm up: its own steady state
-                gc.collect()
-                case.samples.append(await _loop(case, case.number) / case.number)
-
-
 # --- reporting -------------------------------------------------------------------
 
 
@@ -215,10 +147,7 @@ def _spread_ms(case: Case) -> str:
 
 
 def _header(repeats: int, run_seconds: float) -> None:
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 0
+    cpus = usable_cpus()
     print("systemflow overhead benchmark")
     print(
         f"  {platform.python_implementation()} {platform.python_version()} on "
@@ -350,7 +279,8 @@ def _cases() -> list[Case]:
 
 async def _run(repeats: int, run_seconds: float) -> list[tuple[bool, str]]:
     cases = _cases()
-    await _measure(cases, repeats, run_seconds)
+    # At least one warm-up call: the 10,000-branch cases time one call per run.
+    await measure(cases, repeats, run_seconds, min_warm_up=1)
     return _report({case.key: case for case in cases})
 
 
@@ -358,9 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     Run the benchmark, print the table and the verdicts; return the exit code.
     """
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="fewer, shorter runs (smoke test)")
-    parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    parser = new_parser(__doc__)
     parser.add_argument("--repeats", type=int, help="timed runs per case (default 7, quick 3)")
     options = parser.parse_args(argv)
     repeats = options.repeats or (3 if options.quick else 7)
@@ -370,11 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     _header(repeats, run_seconds)
     started = time.perf_counter()
     verdicts = asyncio.run(_run(repeats, run_seconds))
-    for ok, text in verdicts:
-        print(f"{'PASS' if ok else 'FAIL'} {text}")
-    print(f"(benchmark took {time.perf_counter() - started:.1f} s)")
-    missed = not all(ok for ok, _ in verdicts)
-    return 1 if options.check and missed else 0
+    return report_verdicts(verdicts, started, check=options.check)
 
 
 if __name__ == "__main__":

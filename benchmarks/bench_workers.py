@@ -41,29 +41,22 @@ Run it from the repository root::
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import psycopg
 import sqlalchemy as sa
 
 import systemflow as sf
 from systemflow.state import InMemoryStateStore, SqlStateStore
-
-if TYPE_CHECKING:
-    from pgserver.postgres_server import PostgresServer
 
 TARGET_SPEEDUP: Final = 1.6
 TARGET_LATENCY: Final = 0.050
@@ -388,22 +381,15 @@ def _all(values: list[float]) -> str:
     return ", ".join(f"{v:.0f}" for v in values)
 
 
-def _start_postgres(pgdata: Path) -> PostgresServer:
-    with warnings.catch_warnings():
-        # platformdirs warns at import when XDG_RUNTIME_DIR is unset.
-        warnings.simplefilter("ignore")
-        from pgserver.postgres_server import get_server  # noqa: PLC0415 -- a dev dependency
-
-        return get_server(pgdata, cleanup_mode="stop")
-
-
 def main(argv: list[str] | None = None) -> int:
     """
     Run the benchmark, print the figures and the verdicts; return the exit code.
     """
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="fewer runs and samples (smoke test)")
-    parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    # Imported here, not at the top: the worker processes load this file by its path
+    # (``systemflow worker bench_workers.py:...``), without benchmarks/ on sys.path.
+    from _harness import new_parser, report_verdicts, temporary_postgres  # noqa: PLC0415
+
+    parser = new_parser(__doc__, quick="fewer runs and samples (smoke test)")
     parser.add_argument("--runs", type=int, help="runs per throughput measurement (2,000)")
     parser.add_argument("--repeats", type=int, help="throughput repeats (default 3, quick 1)")
     parser.add_argument("--samples", type=int, help="latency samples (default 100, quick 20)")
@@ -420,32 +406,20 @@ def main(argv: list[str] | None = None) -> int:
     samples = options.samples or (20 if options.quick else 100)
 
     started = time.perf_counter()
-    directory = Path(tempfile.mkdtemp(prefix="systemflow-bench-", dir=options.dir))
-    try:
-        server = _start_postgres(directory / "pgdata")
-        try:
-            uri = server.get_uri()
-            with psycopg.connect(uri) as conn:
-                row = conn.execute("SHOW server_version").fetchone()
-            print(
-                f"systemflow worker benchmark: Python {sys.version.split()[0]}, "
-                f"PostgreSQL {row[0] if row else '?'} (pgserver, unix socket), "
-                f"{os.cpu_count()} CPUs, load average {_load()}\n"
-                f"  workers: --concurrency {options.concurrency} --poll {POLL_SECONDS}, "
-                "logging every run to a file\n"
-            )
-            verdicts = asyncio.run(
-                _run(uri, runs, repeats, samples, directory, concurrency=options.concurrency)
-            )
-        finally:
-            server.cleanup()  # stops the server
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-    for ok, text in verdicts:
-        print(f"{'PASS' if ok else 'FAIL'} {text}")
-    print(f"(benchmark took {time.perf_counter() - started:.1f} s)")
-    missed = not all(ok for ok, _ in verdicts)
-    return 1 if options.check and missed else 0
+    with temporary_postgres(options.dir) as (directory, uri):
+        with psycopg.connect(uri) as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+        print(
+            f"systemflow worker benchmark: Python {sys.version.split()[0]}, "
+            f"PostgreSQL {row[0] if row else '?'} (pgserver, unix socket), "
+            f"{os.cpu_count()} CPUs, load average {_load()}\n"
+            f"  workers: --concurrency {options.concurrency} --poll {POLL_SECONDS}, "
+            "logging every run to a file\n"
+        )
+        verdicts = asyncio.run(
+            _run(uri, runs, repeats, samples, directory, concurrency=options.concurrency)
+        )
+    return report_verdicts(verdicts, started, check=options.check)
 
 
 if __name__ == "__main__":
