@@ -308,15 +308,8 @@ class Fakes:
 
     @property
     def services(self) -> dict[str, object]:
-        """What the steps find in ``ctx.services``, by name."""
-        return {
-            "vendors": self.vendors,
-            "budgets": self.budgets,
-            "directory": self.directory,
-            "notifier": self.notifier,
-            "ledger": self.ledger,
-            "payments": self.payments,
-        }
+        """What the steps find in ``ctx.services``: each fake, under its field's name."""
+        return attrs.asdict(self, recurse=False)
 
 
 def make_services() -> Fakes:
@@ -410,49 +403,48 @@ def _opinion(decision: Decision) -> str:
     return f"{decision.by}: {decision.comment}" if decision.comment else decision.by
 
 
+async def close_case(
+    ctx: sf.FlowContext, case: InvoiceCase, status: str, *, reason: str, decided_by: str
+) -> InvoiceOutcome:
+    """Record the invoice's final status in the ledger, and return the run's output."""
+    ledger: Ledger = ctx.services["ledger"]
+    await ledger.set_status(case.invoice.invoice_id, status, idempotency_key=ctx.idempotency_key)
+    payment_id = None if case.payment is None else case.payment.payment_id
+    return InvoiceOutcome(
+        case.invoice.invoice_id, status, reason, decided_by=decided_by, payment_id=payment_id
+    )
+
+
+def _decision(case: InvoiceCase) -> Decision:
+    if case.decision is None:
+        msg = "an invoice is approved or rejected by a decision"
+        raise RuntimeError(msg)
+    return case.decision
+
+
 @sf.step(name="approved")
 async def approved(ctx: sf.FlowContext, case: InvoiceCase) -> InvoiceOutcome:
-    ledger: Ledger = ctx.services["ledger"]
-    if case.decision is None or case.payment is None:
-        msg = "an invoice is approved by a decision, and then paid"
+    decision = _decision(case)
+    if case.payment is None:
+        msg = "an approved invoice is paid first"
         raise RuntimeError(msg)
-    await ledger.set_status(case.invoice.invoice_id, APPROVED, idempotency_key=ctx.idempotency_key)
-    return InvoiceOutcome(
-        case.invoice.invoice_id,
-        APPROVED,
-        reason=f"approved by {_opinion(case.decision)}",
-        decided_by=case.decision.by,
-        payment_id=case.payment.payment_id,
-    )
+    reason = f"approved by {_opinion(decision)}"
+    return await close_case(ctx, case, APPROVED, reason=reason, decided_by=decision.by)
 
 
 @sf.step(name="reject")
 async def reject(ctx: sf.FlowContext, case: InvoiceCase) -> InvoiceOutcome:
-    ledger: Ledger = ctx.services["ledger"]
-    if case.decision is None:
-        msg = "an invoice is rejected by a decision"
-        raise RuntimeError(msg)
-    await ledger.set_status(case.invoice.invoice_id, REJECTED, idempotency_key=ctx.idempotency_key)
-    return InvoiceOutcome(
-        case.invoice.invoice_id,
-        REJECTED,
-        reason=f"rejected by {_opinion(case.decision)}",
-        decided_by=case.decision.by,
-    )
+    decision = _decision(case)
+    reason = f"rejected by {_opinion(decision)}"
+    return await close_case(ctx, case, REJECTED, reason=reason, decided_by=decision.by)
 
 
 @sf.step(name="auto_reject")
 async def auto_reject(ctx: sf.FlowContext, case: InvoiceCase) -> InvoiceOutcome:
     """A check failed: reject the invoice without asking anybody."""
-    ledger: Ledger = ctx.services["ledger"]
     failed = [f"{name}: {check.detail}" for name, check in case.checks.items() if not check.passed]
-    await ledger.set_status(case.invoice.invoice_id, REJECTED, idempotency_key=ctx.idempotency_key)
-    return InvoiceOutcome(
-        case.invoice.invoice_id,
-        REJECTED,
-        reason="failed checks: " + "; ".join(failed),
-        decided_by="the checks",
-    )
+    reason = "failed checks: " + "; ".join(failed)
+    return await close_case(ctx, case, REJECTED, reason=reason, decided_by="the checks")
 
 
 def build_flow() -> sf.Flow[Invoice, InvoiceOutcome]:
@@ -581,26 +573,47 @@ def next_steps(record: RunRecord, history: Sequence[Event]) -> list[str]:
 # --- The command line ------------------------------------------------------------------------
 
 
+async def print_run(
+    flow: sf.Stateful, run_id: str, *, indent: str = "", commands: bool = True
+) -> None:
+    """Print where a run stands; with ``commands``, the commands that move it on."""
+    record = await flow.get(run_id)
+    history = await flow.store.history(run_id)
+    lines = report(record, history) + (next_steps(record, history) if commands else [])
+    for line in lines:
+        print(f"{indent}{line}")
+
+
+async def submit(
+    flow: sf.Stateful, invoice: Invoice, *, run_id: str | None = None, indent: str = ""
+) -> str:
+    """Start a run for the invoice; return the run's id."""
+    print(
+        f"{indent}Invoice {invoice.invoice_id}: {money(invoice.amount_cents)} "
+        f"from {invoice.vendor} ({invoice.department})"
+    )
+    record = await flow.start(invoice, run_id=run_id, services=make_services().services)
+    return record.id
+
+
+async def decide(
+    flow: sf.Stateful, run_id: str, verdict: str, by: str, comment: str = "", *, indent: str = ""
+) -> None:
+    """Deliver the decision, and carry the run on at once."""
+    payload = decision_payload(verdict, by, comment)
+    await flow.store.signal(run_id, DECISION, payload)
+    print(f"{indent}delivered:   {DECISION} {json.dumps(payload)}")
+    await flow.resume(run_id, services=make_services().services)
+
+
 async def cmd_start(flow: sf.Stateful, args: argparse.Namespace) -> None:
     invoice = Invoice(args.invoice, args.vendor, args.department, args.amount)
-    print(
-        f"Invoice {invoice.invoice_id}: {money(invoice.amount_cents)} from {invoice.vendor} "
-        f"({invoice.department})"
-    )
-    record = await flow.start(invoice, run_id=args.run_id, services=make_services().services)
-    history = await flow.store.history(record.id)
-    for line in report(record, history) + next_steps(record, history):
-        print(line)
+    await print_run(flow, await submit(flow, invoice, run_id=args.run_id))
 
 
 async def cmd_signal(flow: sf.Stateful, args: argparse.Namespace) -> None:
-    payload = decision_payload(args.verdict, args.by, args.comment)
-    await flow.store.signal(args.run_id, DECISION, payload)
-    print(f"delivered:   {DECISION} {json.dumps(payload)}")
-    record = await flow.resume(args.run_id, services=make_services().services)
-    history = await flow.store.history(record.id)
-    for line in report(record, history) + next_steps(record, history):
-        print(line)
+    await decide(flow, args.run_id, args.verdict, args.by, args.comment)
+    await print_run(flow, args.run_id)
 
 
 async def cmd_show(flow: sf.Stateful, args: argparse.Namespace) -> None:
@@ -615,45 +628,35 @@ async def cmd_show(flow: sf.Stateful, args: argparse.Namespace) -> None:
 
 
 async def cmd_demo(flow: sf.Stateful, _args: argparse.Namespace) -> None:
-    services = make_services().services
+    # The commands above, in one process; what they print is indented under each step.
+    async def start(invoice: Invoice) -> str:
+        run_id = await submit(flow, invoice, indent="    ")
+        await print_run(flow, run_id, indent="    ", commands=False)
+        return run_id
 
-    async def submit(invoice: Invoice) -> RunRecord:
-        print(
-            f"    submitted {invoice.invoice_id}: {money(invoice.amount_cents)} "
-            f"from {invoice.vendor} ({invoice.department})"
-        )
-        record = await flow.start(invoice, services=services)
-        for line in report(record, await flow.store.history(record.id)):
-            print(f"    {line}")
-        return record
-
-    async def decide(run_id: str, verdict: str, by: str, comment: str = "") -> None:
-        payload = decision_payload(verdict, by, comment)
-        await flow.store.signal(run_id, DECISION, payload)
-        print(f"    -> signal {DECISION} {json.dumps(payload)}")
-        record = await flow.resume(run_id, services=services)
-        for line in report(record, await flow.store.history(run_id)):
-            print(f"    {line}")
+    async def signal(run_id: str, verdict: str, by: str, comment: str) -> None:
+        await decide(flow, run_id, verdict, by, comment, indent="    ")
+        await print_run(flow, run_id, indent="    ", commands=False)
 
     print("1. Acme's invoice for 4,200.00: the three checks pass (they run at the same")
     print("   time), the manager is asked, and the run waits for a decision.")
-    first = await submit(Invoice("INV-1001", "Acme Office Supplies", "facilities", 420_000))
+    first = await start(Invoice("INV-1001", "Acme Office Supplies", "facilities", 420_000))
 
     print("\n2. Tom Baker approves: the payment is scheduled and the invoice approved.")
-    await decide(first.id, "approve", "Tom Baker", "office chairs, as ordered")
+    await signal(first, "approve", "Tom Baker", "office chairs, as ordered")
 
     print("\n3. Globex's invoice for 12,500.00 goes to the finance director, who rejects it.")
-    second = await submit(Invoice("INV-1002", "Globex Logistics", "engineering", 1_250_000))
-    await decide(second.id, "reject", FINANCE_DIRECTOR, "a duplicate of INV-0998")
+    second = await start(Invoice("INV-1002", "Globex Logistics", "engineering", 1_250_000))
+    await signal(second, "reject", FINANCE_DIRECTOR, "a duplicate of INV-0998")
 
     print("\n4. Initech's invoice for 3,000.00 is over the marketing budget: rejected by the")
     print("   checks, without asking anybody.")
-    await submit(Invoice("INV-1003", "Initech Software", "marketing", 300_000))
+    await start(Invoice("INV-1003", "Initech Software", "marketing", 300_000))
 
     print("\n5. The first run's history: each check, the branch, the decision, the payment.")
-    for line in timeline(await flow.store.history(first.id)):
+    for line in timeline(await flow.store.history(first)):
         print(line)
-    print(f"\nThe runs stay in the store: {SCRIPT} show {first.id}")
+    print(f"\nThe runs stay in the store: {SCRIPT} show {first}")
 
 
 COMMANDS: Final = {"start": cmd_start, "signal": cmd_signal, "show": cmd_show, "demo": cmd_demo}

@@ -363,13 +363,8 @@ class Fakes:
 
     @property
     def services(self) -> dict[str, object]:
-        """What the steps find in ``ctx.services``, by name."""
-        return {
-            "bureau": self.bureau,
-            "underwriter": self.underwriter,
-            "bank": self.bank,
-            "servicing": self.servicing,
-        }
+        """What the steps find in ``ctx.services``: each fake, under its field's name."""
+        return attrs.asdict(self, recurse=False)
 
 
 def make_services(*, servicing_down: bool = False) -> Fakes:

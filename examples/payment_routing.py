@@ -171,8 +171,8 @@ class Fakes:
 
     @property
     def services(self) -> dict[str, object]:
-        """What the steps find in ``ctx.services``, by name."""
-        return {"fraud": self.fraud, "gateway": self.gateway}
+        """What the steps find in ``ctx.services``: each fake, under its field's name."""
+        return attrs.asdict(self, recurse=False)
 
 
 def make_services() -> Fakes:

@@ -237,12 +237,8 @@ class Fakes:
 
     @property
     def services(self) -> dict[str, object]:
-        """What the steps find in ``ctx.services``, by name."""
-        return {
-            "customers": self.customers,
-            "subscriptions": self.subscriptions,
-            "events": self.events,
-        }
+        """What the steps find in ``ctx.services``: each fake, under its field's name."""
+        return attrs.asdict(self, recurse=False)
 
 
 def make_services(*, billing_timeouts: int = 0) -> Fakes:

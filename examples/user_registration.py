@@ -177,8 +177,8 @@ class Fakes:
 
     @property
     def services(self) -> dict[str, object]:
-        """What the steps find in ``ctx.services``, by name."""
-        return {"users": self.users, "mailer": self.mailer}
+        """What the steps find in ``ctx.services``: each fake, under its field's name."""
+        return attrs.asdict(self, recurse=False)
 
 
 def make_services(*, mailer_down: bool = False, taken: tuple[str, ...] = ()) -> Fakes:

@@ -4,48 +4,23 @@ The examples run, print what they promise, and do what they say.
 
 from __future__ import annotations
 
-import importlib.util
-import subprocess
-import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import attrs
 import pytest
+from example_runner import load_example, run_example
 
 from systemflow.testing import CallLog, FlowCase, FlowTestCase, MockService, list_failure_points
 
 if TYPE_CHECKING:
-    from types import ModuleType
+    import subprocess
 
-ROOT = Path(__file__).resolve().parent.parent
-ORDER_PROCESSING = ROOT / "examples" / "order_processing.py"
-
-
-def load_example(path: Path) -> ModuleType:
-    name = f"examples_{path.stem}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-example = load_example(ORDER_PROCESSING)
+example = load_example("order_processing")
 
 
 @pytest.fixture(scope="module")
 def script() -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(ORDER_PROCESSING)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_example("order_processing")
 
 
 class TestOrderProcessingScript:

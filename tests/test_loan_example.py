@@ -5,42 +5,27 @@ The loan application example: its command line across processes, and its flow in
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import json
 import os
 import re
-import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import pytest
+from example_runner import field, load_example, run_example
 
 from systemflow.state import InMemoryStateStore, RunStatus
 from systemflow.testing import CrashPoint, DurableFlow, FakeClock, FlowHarness, assert_compensated
 
 if TYPE_CHECKING:
-    from types import ModuleType
+    import subprocess
+    from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT / "examples" / "loan_application.py"
 COOLING_OFF = 0.3  # seconds: the cooling-off period of the command-line runs
 
 
-def load_example(path: Path) -> ModuleType:
-    name = f"examples_{path.stem}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-example = load_example(EXAMPLE)
+example = load_example("loan_application")
 
 
 # --- The command line, one process per command ---------------------------------
@@ -56,23 +41,7 @@ class Cli:
     def __call__(self, *args: str, cooling_off: float | None = None) -> subprocess.CompletedProcess:
         seconds = self.cooling_off if cooling_off is None else cooling_off
         env = {**os.environ, "LOAN_COOLING_OFF_SECONDS": str(seconds)}
-        return subprocess.run(
-            [sys.executable, str(EXAMPLE), *args],
-            cwd=self.cwd,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-
-
-def field(result: subprocess.CompletedProcess, name: str) -> str:
-    """The value of a ``name:  value`` line of a command's output."""
-    for line in result.stdout.splitlines():
-        if line.startswith(f"{name}:"):
-            return line.partition(":")[2].strip()
-    raise AssertionError(f"no {name!r} line in:\n{result.stdout}\n{result.stderr}")
+        return run_example("loan_application", *args, cwd=self.cwd, env=env)
 
 
 def timeline(show: subprocess.CompletedProcess) -> list[tuple[str, str, str]]:

@@ -8,7 +8,7 @@ import asyncio
 
 import attrs
 import pytest
-from example_runner import load_example, run_example
+from example_runner import field, load_example, run_example
 from hypothesis import given, settings
 
 from systemflow.state import InMemoryStateStore, RunStatus
@@ -29,14 +29,6 @@ example = load_example("invoice_approval")
 
 WAIT_PATH = ("route", "approval", "awaiting", "decision")
 ACME = ("--vendor", "Acme Office Supplies", "--department", "facilities", "--amount", "4200")
-
-
-def field(result, name):
-    """The value of a ``name:  value`` line of a command's output."""
-    for line in result.stdout.splitlines():
-        if line.startswith(f"{name}:"):
-            return line.partition(":")[2].strip()
-    raise AssertionError(f"no {name!r} line in:\n{result.stdout}\n{result.stderr}")
 
 
 # --- The command line, one process per command ---------------------------------

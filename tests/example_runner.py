@@ -1,5 +1,8 @@
 """
 Load an example as a module, and run it as a program: what the example tests share.
+
+It sits at the top of ``tests/`` (on ``sys.path`` through ``conftest.py``), so the
+tests here and under ``tests/examples/`` import it alike: ``from example_runner import ...``.
 """
 
 from __future__ import annotations
@@ -11,9 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from types import ModuleType
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 
 
@@ -30,13 +34,24 @@ def load_example(stem: str) -> ModuleType:
     return module
 
 
-def run_example(stem: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+def run_example(
+    stem: str, *args: str, cwd: Path = ROOT, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``examples/<stem>.py`` in a process of its own; durable ones get their own cwd."""
     return subprocess.run(
         [sys.executable, str(EXAMPLES / f"{stem}.py"), *args],
         cwd=cwd,
+        env=env,
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
+
+
+def field(result: subprocess.CompletedProcess[str], name: str) -> str:
+    """The value of a ``name:  value`` line of a command's output."""
+    for line in result.stdout.splitlines():
+        if line.startswith(f"{name}:"):
+            return line.partition(":")[2].strip()
+    raise AssertionError(f"no {name!r} line in:\n{result.stdout}\n{result.stderr}")
