@@ -19,8 +19,10 @@ from ._errors import (
     RunLocked,
     RunNotFound,
     SerializationError,
+    ServiceNotFound,
     StepFailed,
     format_path,
+    interrupts,
 )
 from ._execute import execute, run
 from ._flow import (
@@ -84,6 +86,7 @@ __all__ = [
     "RunNotFound",
     "Segment",
     "SerializationError",
+    "ServiceNotFound",
     "StepFailed",
     "SystemClock",
     "Undo",
@@ -95,6 +98,7 @@ __all__ = [
     "execute",
     "format_path",
     "input_type",
+    "interrupts",
     "invoke",
     "is_wrapper",
     "make_caller",

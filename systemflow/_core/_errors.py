@@ -8,6 +8,7 @@ offending type, both fingerprints). The tree::
     FlowError
     +-- StepFailed                 a node of the tree failed; the cause is chained
     |   +-- FlowTimeout            ... because a step ran past its timeout (also TimeoutError)
+    |   +-- ServiceNotFound        ... because a Call's service is not in ctx (also LookupError)
     +-- CompensationFailed         a saga failed and some of its undos failed too
     +-- FlowPaused                 a durable run is waiting (a signal, a timer); not a failure
     +-- FlowVersionMismatch        the tree changed under a paused run
@@ -110,6 +111,39 @@ class CompensationFailed(FlowError):
         super().__init__(message, path=path, run_id=run_id)
         self.original = original
         self.errors = tuple(errors)
+
+
+@final
+class ServiceNotFound(StepFailed, LookupError):
+    """
+    A ``Call`` names a service that ``ctx.services`` does not have.
+
+    A configuration error of the process, not of the run: in a durable run it
+    is not journaled and undoes nothing, and the run is handed back as it was,
+    to be resumed where the service is given. Elsewhere it is a step's failure
+    like any other.
+
+    Attributes:
+        service: The name the step asked for.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self, message: str, *, path: Path = (), run_id: str | None = None, service: str
+    ) -> None:
+        super().__init__(message, path=path, run_id=run_id)
+        self.service = service
+
+
+def interrupts(exc: BaseException, durable: bool) -> bool:
+    """
+    Tell whether ``exc`` stops a run without being a failure of it.
+
+    A pause always; a missing service in a durable run (it is handed back, to be
+    resumed where the service is). Neither is retried, journaled or compensated.
+    """
+    return isinstance(exc, FlowPaused) or (durable and isinstance(exc, ServiceNotFound))
 
 
 class FlowPaused(FlowError):

@@ -20,7 +20,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final
 
 from ._context import Undo
-from ._errors import FlowError, FlowPaused, StepFailed, format_path
+from ._errors import FlowError, StepFailed, format_path, interrupts
 from ._flow import describe, title
 from ._journal import FAILED, STEP
 
@@ -106,9 +106,9 @@ async def run_node(
         if hook is not None:
             hook(node, ctx)
         out = await node.execute(ctx, value)
-    except FlowPaused:
-        raise
-    except Exception as exc:  # noqa: BLE001 -- every failure is wrapped or let go below
+    except Exception as exc:
+        if interrupts(exc, ctx.journal is not None):
+            raise
         error = named_error(node, ctx, exc)
         if journal is not None:
             journal.record(FAILED, ctx.path, error_fields(error))

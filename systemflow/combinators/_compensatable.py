@@ -15,11 +15,11 @@ from .._core import (
     CompensationFailed,
     CompensationScope,
     Flow,
-    FlowPaused,
     StepFailed,
     check_name,
     error_fields,
     format_path,
+    interrupts,
     invoke,
     segment_children,
     title,
@@ -49,7 +49,10 @@ class Compensatable(Node[Any, Any]):
     A nested scope that succeeds hands its undos to its parent scope, so they
     run if a later step of the parent fails. If the scope is cancelled, the
     undos still run, shielded from the cancellation, before it goes on. A
-    pause (``FlowPaused``) is not a failure and undoes nothing.
+    pause (``FlowPaused``) is not a failure and undoes nothing; nor, in a
+    durable run, is a cancellation (the run is handed back and resumes from
+    its journal) or a ``ServiceNotFound`` (the run waits for a process that
+    has the service).
 
     Attributes:
         flows: The children, run in order like a ``Sequence``.
@@ -81,12 +84,15 @@ class Compensatable(Node[Any, Any]):
         try:
             for segment, child in self.children:
                 value = await invoke(child, inner, segment, value)
-        except FlowPaused:
-            raise
         except asyncio.CancelledError:
-            await _shielded(self._compensate(ctx, scope, "cancelled"))
+            # A durable run's task cancelled is a run handed back, not ended: it
+            # goes on from its journal when resumed, so nothing is undone.
+            if ctx.journal is None:
+                await _shielded(self._compensate(ctx, scope, "cancelled"))
             raise
-        except Exception as exc:  # noqa: BLE001 -- every failure is compensated, then re-raised
+        except Exception as exc:
+            if interrupts(exc, ctx.journal is not None):
+                raise
             errors = await self._compensate(ctx, scope, exc)
             self._raise(ctx, exc, errors)
         parent = ctx._scope  # noqa: SLF001 -- the context's private hook, ours

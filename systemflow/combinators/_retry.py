@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Any, final
 
 import attrs
 
-from .._core import FlowDefinitionError, FlowPaused, FlowTimeout, describe, format_path, title
+from .._core import (
+    FlowDefinitionError,
+    FlowPaused,
+    FlowTimeout,
+    ServiceNotFound,
+    describe,
+    format_path,
+    title,
+)
 
 if TYPE_CHECKING:
     from .._core import Flow, FlowContext
@@ -87,8 +95,8 @@ class RetryPolicy:
         """
         Tell whether ``exc`` is worth another attempt under this policy.
         """
-        if isinstance(exc, FlowPaused):
-            return False
+        if isinstance(exc, (FlowPaused, ServiceNotFound)):
+            return False  # not a failure, or not one that another attempt mends
         if isinstance(self.retry_on, tuple):
             return isinstance(exc, self.retry_on)
         return bool(self.retry_on(exc))

@@ -12,11 +12,14 @@ import attrs
 
 from .._core import (
     FlowDefinitionError,
+    ServiceNotFound,
     callable_name,
     check_name,
+    format_path,
     input_type,
     make_caller,
     return_type,
+    title,
     wants_context,
 )
 from ._node import Node, node_repr
@@ -439,8 +442,13 @@ class Call(_Leaf[Any, Any]):
             service = ctx.services[self.service]
         except KeyError:
             known = ", ".join(sorted(ctx.services)) or "none"
-            msg = f"no service named {self.service!r} in ctx.services (known: {known})"
-            raise LookupError(msg) from None
+            msg = (
+                f"{title(self)} at {format_path(ctx.path)} in run {ctx.run_id}: no service "
+                f"named {self.service!r} in ctx.services (known: {known})"
+            )
+            raise ServiceNotFound(
+                msg, path=ctx.path, run_id=ctx.run_id, service=self.service
+            ) from None
         bound = getattr(service, method, None)
         if bound is None or not callable(bound):
             msg = f"service {self.service!r} ({type(service).__name__}) has no method {method!r}"

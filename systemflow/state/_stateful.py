@@ -25,6 +25,7 @@ from .._core import (
     RunFinished,
     RunLocked,
     RunNotFound,
+    ServiceNotFound,
     StepFailed,
     check_name,
     error_fields,
@@ -398,8 +399,8 @@ class Stateful(Node[Any, Any]):
             return await end(
                 RunStatus.PAUSED, event, wake_at=paused.wake_at, signals=paused.signals
             )
-        except RunLocked:
-            raise
+        except (RunLocked, ServiceNotFound):
+            raise  # not the run's failure: handed back as it is (see _drive)
         except FlowError as failure:
             fields = json.dumps(error_fields(failure))
             event = NewEvent(RUN_FAILED, failure.path or None, fields)
