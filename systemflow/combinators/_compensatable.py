@@ -120,7 +120,9 @@ class Compensatable(Node[Any, Any]):
                 await journal.settle()  # an undo is an effect: the records go first
             try:
                 await undo.node.undo(undo.ctx, undo.input, undo.output)  # type: ignore[attr-defined]
-            except Exception as exc:  # noqa: BLE001 -- collected and raised below
+            except Exception as exc:  # collected and raised below
+                if interrupts(exc, journal is not None):
+                    raise  # handed back: a resume compensates again, skipping what is done
                 msg = (
                     f"compensation of {title(undo.node)} at {where} "
                     f"in run {undo.ctx.run_id} failed: {type(exc).__name__}: {exc}"

@@ -121,3 +121,33 @@ async def test_cancelled_durable_saga_undoes_nothing_and_resumes(store):
     done = await durable.resume("o-3", services=services)
     assert (RunStatus.COMPLETED, "paid R-sku-3") == (done.status, done.output)
     assert ["reserve sku-3", "charge R-sku-3"] == log
+
+
+async def test_missing_service_of_an_undo_hands_the_run_back(store):
+    """An undo whose service is missing: the run waits; a resume with it finishes the undos."""
+    log: list[str] = []
+
+    async def refuse(reservation: str) -> str:
+        msg = "card declined"
+        raise ValueError(msg)
+
+    flow = sf.Compensatable(
+        sf.Call("inventory", "reserve", compensate="release", name="reserve"),
+        sf.WaitForSignal("pay", name="wait"),
+        sf.Step(refuse, name="charge"),
+    )
+    durable = Stateful(flow, store=store, name="undo")
+    await durable.start("sku-4", run_id="o-4", services={"inventory": Inventory(log)})
+    await store.signal("o-4", "pay", "R-sku-4")
+
+    with pytest.raises(sf.ServiceNotFound, match="'inventory'"):
+        await durable.resume("o-4", services={})
+
+    assert ["reserve sku-4"] == log
+    kinds = [e.kind for e in await store.history("o-4")]
+    assert "compensated" not in kinds
+    assert "run_failed" not in kinds
+    done = await durable.resume("o-4", services={"inventory": Inventory(log)})
+    assert RunStatus.FAILED == done.status
+    assert "card declined" in done.error
+    assert ["reserve sku-4", "release R-sku-4"] == log
