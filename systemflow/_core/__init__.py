@@ -49,8 +49,10 @@ from ._journal import (
     SIGNAL,
     STEP,
     TIMER,
+    Branches,
     Journal,
     Recorded,
+    sibling_failed,
 )
 
 __all__ = [
@@ -65,6 +67,7 @@ __all__ = [
     "SYSTEM_CLOCK",
     "TIMER",
     "WRAPPED",
+    "Branches",
     "Child",
     "Clock",
     "CompensationFailed",
@@ -108,6 +111,7 @@ __all__ = [
     "return_type",
     "run",
     "segment_children",
+    "sibling_failed",
     "title",
     "unwrap",
     "walk",

@@ -16,8 +16,42 @@ from typing import TYPE_CHECKING, Any, Protocol, final
 if TYPE_CHECKING:
     from ._flow import Path
 
-IN_BRANCH: ContextVar[bool] = ContextVar("systemflow_in_branch", default=False)
-"""True inside a Parallel branch: siblings may be about to record too (group commit)."""
+
+@final
+class Branches:
+    """
+    Strictly private: the branches of one ``Parallel`` run, and whether one of them failed.
+    """
+
+    __slots__ = ("failed", "outer")
+
+    def __init__(self, outer: Branches | None) -> None:
+        self.outer = outer  # the branches of the enclosing Parallel, if any
+        self.failed = False
+
+
+IN_BRANCH: ContextVar[Branches | None] = ContextVar("systemflow_in_branch", default=None)
+"""
+Inside a ``Parallel`` branch, its siblings (else ``None``): they may be about to
+record too (group commit), and a branch cancelled because one of them failed
+is not a cancelled run.
+"""
+
+
+def sibling_failed() -> bool:
+    """
+    Tell whether a branch of this or an enclosing ``Parallel`` failed.
+
+    A cancellation then comes from that failure (the ``Parallel`` stops the
+    other branches), not from outside the run.
+    """
+    branches = IN_BRANCH.get()
+    while branches is not None:
+        if branches.failed:
+            return True
+        branches = branches.outer
+    return False
+
 
 STEP = "step"
 """A leaf's output."""

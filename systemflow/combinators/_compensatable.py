@@ -22,6 +22,7 @@ from .._core import (
     interrupts,
     invoke,
     segment_children,
+    sibling_failed,
     title,
 )
 from ._node import Node, as_flow, node_repr
@@ -85,9 +86,10 @@ class Compensatable(Node[Any, Any]):
             for segment, child in self.children:
                 value = await invoke(child, inner, segment, value)
         except asyncio.CancelledError:
-            # A durable run's task cancelled is a run handed back, not ended: it
-            # goes on from its journal when resumed, so nothing is undone.
-            if ctx.journal is None:
+            # A durable run cancelled from outside is handed back, not ended: it
+            # goes on from its journal when resumed, so nothing is undone. A
+            # branch cancelled because a sibling failed undoes its own.
+            if ctx.journal is None or sibling_failed():
                 await _shielded(self._compensate(ctx, scope, "cancelled"))
             raise
         except Exception as exc:

@@ -11,6 +11,7 @@ import attrs
 
 from .._core import (
     IN_BRANCH,
+    Branches,
     Child,
     Flow,
     FlowDefinitionError,
@@ -35,10 +36,11 @@ async def _branch(  # noqa: PLR0917 -- private, called once
     value: Any,
     limit: asyncio.Semaphore | None,
     paused: list[FlowPaused],
+    branches: Branches,
 ) -> Any:
     # A pause must not cancel the siblings: they finish or pause too, and the
     # Parallel pauses once all of them have.
-    IN_BRANCH.set(True)  # this task's context only: lets the journal batch siblings
+    IN_BRANCH.set(branches)  # this task's context only: lets the journal batch siblings
     try:
         # A failed non-critical branch yields None, not the shared input.
         if limit is None:
@@ -48,6 +50,9 @@ async def _branch(  # noqa: PLR0917 -- private, called once
     except FlowPaused as exc:
         paused.append(exc)
         return None
+    except Exception:
+        branches.failed = True  # before the siblings are cancelled because of it
+        raise
 
 
 @final
@@ -117,10 +122,11 @@ class Parallel(Node[Any, Any]):
         """
         limit = None if self.max_concurrency is None else asyncio.Semaphore(self.max_concurrency)
         paused: list[FlowPaused] = []
+        branches = Branches(IN_BRANCH.get())
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [
-                    group.create_task(_branch(child, ctx, segment, input, limit, paused))
+                    group.create_task(_branch(child, ctx, segment, input, limit, paused, branches))
                     for segment, child in self.children
                 ]
         except BaseExceptionGroup as group_error:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import functools
 from typing import TYPE_CHECKING, Any, final
 
 from .._core import COMPENSATED, DECISION, FAILED, IN_BRANCH, SIGNAL, STEP, TIMER, Recorded
@@ -67,6 +66,9 @@ class RunJournal:
         self._writing: asyncio.Future[None] | None = None  # the append in flight
         self._failed: BaseException | None = None
         self._lock = asyncio.Lock()
+        # A store whose writes never wait on the event loop says so (in memory;
+        # SQLite, whose driver is synchronous): its appends run in this task.
+        self._inline = bool(getattr(store, "writes_inline", False))
 
     def get(self, kind: str, path: Path, type_: Any = Any) -> Recorded | None:
         """
@@ -113,14 +115,19 @@ class RunJournal:
         """
         Store the records made before this point (one ``append``) before an effect starts.
 
-        Records of sibling ``Parallel`` branches are theirs to store; a write in
-        flight (a branch's, or one whose task was cancelled) is waited for.
+        Inside a ``Parallel`` branch, the siblings' records are theirs to store;
+        outside, every record is (a branch cancelled before it stored its own
+        leaves it pending). A write in flight is waited for.
 
         Raises:
             RunLocked: This claim lost the run (cancelled, or taken over).
         """
         self._raise_if_failed()
-        if self._unstored or (self._writing is not None and not self._writing.done()):
+        if (
+            self._unstored
+            or (self._pending and not IN_BRANCH.get())  # a cancelled branch's, say
+            or (self._writing is not None and not self._writing.done())
+        ):
             await self.flush()
 
     async def flush(self) -> None:
@@ -136,16 +143,13 @@ class RunJournal:
             return
         batch, sequential = self._pending, self._pending_sequential
         self._pending, self._pending_sequential = [], 0
-        # Started at once, in this task: a store whose append does not suspend
-        # (in memory, SQLite) has stored the records when send returns, and
-        # nothing could come between. One that suspends goes on in a task of
-        # its own (what Python 3.12 calls an eager task).
-        started = self._write(batch, sequential)
-        try:
-            suspended = started.send(None)
-        except StopIteration:
+        write_now = self._write(batch, sequential)
+        if self._inline:
+            # It never waits on the event loop, so nothing can cancel it midway
+            # nor run meanwhile: no task of its own is needed.
+            await write_now
             return
-        write = asyncio.ensure_future(_go_on(started, suspended))
+        write = asyncio.ensure_future(write_now)
         self._writing = write
         # If this task is cancelled meanwhile, the write goes on; whoever stores
         # or ends next waits for it, and a failure stops the run all the same.
@@ -187,8 +191,7 @@ class RunJournal:
         try:
             error = copy.copy(failed)  # same type and fields, none of its traceback
         except Exception:  # noqa: BLE001 -- a type that cannot be rebuilt from its args
-            msg = f"run {self._run_id}: a journal write failed: {type(failed).__name__}: {failed}"
-            error = RuntimeError(msg)
+            raise failed.with_traceback(None) from None
         raise error from failed
 
     async def drain(self) -> list[NewEvent]:
@@ -226,38 +229,3 @@ class RunJournal:
         self._last = max(self._last, event.seq)
         self._entries[(SIGNAL, path)] = (event.data, event.seq)
         return self.get(SIGNAL, path, type_)
-
-
-async def _go_on(coroutine: abc.Coroutine[Any, Any, None], suspended: Any) -> None:
-    # Finish a coroutine that was started outside a task and suspended there.
-    await _Resumed(coroutine, suspended)
-
-
-@final
-class _Resumed:
-    """
-    Strictly private: an awaitable that goes on with a started, suspended coroutine.
-
-    What it yielded (a future, or ``None`` for a bare yield) is passed up to the
-    task that awaits this, and what the task sends or throws back is passed down.
-    """
-
-    __slots__ = ("_coroutine", "_suspended")
-
-    def __init__(self, coroutine: abc.Coroutine[Any, Any, None], suspended: Any) -> None:
-        self._coroutine = coroutine
-        self._suspended = suspended
-
-    def __await__(self) -> abc.Generator[Any, Any, None]:
-        coroutine, suspended = self._coroutine, self._suspended
-        while True:
-            try:
-                sent = yield suspended
-            except BaseException as exc:  # noqa: BLE001 -- the task's throw, passed down
-                step = functools.partial(coroutine.throw, exc)
-            else:
-                step = functools.partial(coroutine.send, sent)
-            try:
-                suspended = step()
-            except StopIteration:
-                return

@@ -71,6 +71,9 @@ class InMemoryStateStore:
     .. versionadded:: 0.1.0
     """
 
+    writes_inline = True
+    """Its writes never wait on the event loop (see ``StateStore``)."""
+
     def __init__(self) -> None:
         self._runs: dict[str, _Run] = {}
         self._seq = itertools.count(1)

@@ -289,6 +289,13 @@ class SqlStateStore:
         self._listener: Any = None  # PostgreSQL: the LISTEN connection of wait_for_work
         self._wakeup = asyncio.Event()  # set by this process's own signals and new runs
 
+    @property
+    def writes_inline(self) -> bool:
+        """
+        True on SQLite: its driver is synchronous, so writes never wait on the event loop.
+        """
+        return isinstance(self._driver, _SqliteDriver)
+
     def __repr__(self) -> str:
         url = self._url.render_as_string(hide_password=True)
         return (

@@ -29,6 +29,7 @@ from .._core import (
     StepFailed,
     check_name,
     error_fields,
+    format_path,
     invoke,
     new_run_id,
 )
@@ -307,13 +308,33 @@ class Stateful(Node[Any, Any]):
         """
         Run durably as a node of a bigger tree: start a run, return its output.
 
+        Inside another durable run, the run's id is the enclosing run's id and
+        this node's path, so that when the enclosing run is resumed this node
+        resumes the same run (or returns how it ended) instead of starting one.
+
         Raises:
             FlowPaused: The run paused; its ``run_id`` says which run to resume.
             StepFailed: The run failed; the message is the run's error.
         """
-        if ctx.journal is not None:
+        record: RunRecord | None = None
+        if ctx.journal is None:
+            run_id = new_run_id()
+        else:
             await ctx.journal.settle()  # the enclosing run's records, before this one starts
-        record = await self.start(input, services=ctx.services)
+            run_id = f"{ctx.run_id}/{format_path(ctx.path)}"
+            with contextlib.suppress(RunNotFound):
+                record = await self.get(run_id)
+        try:
+            if record is None:
+                record = await self.start(input, run_id=run_id, services=ctx.services)
+            elif not record.status.is_finished:
+                record = await self.resume(run_id, services=ctx.services)
+        except ServiceNotFound:
+            if ctx.journal is None:
+                # Its caller is not durable and fails now: no one will resume
+                # this run, and no worker may finish it after the caller's undos.
+                await self.store.cancel(run_id)
+            raise
         if record.status is RunStatus.COMPLETED:
             return record.output
         if record.status is RunStatus.PAUSED:

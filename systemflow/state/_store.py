@@ -27,6 +27,12 @@ class StateStore(Protocol):
     its lease, and raises ``RunLocked`` if not, so a process that lost its run
     (it was too slow, or the run was cancelled) cannot write into it.
 
+    A store may have ``writes_inline = True`` when its ``append`` never waits on
+    the event loop (both stores here on SQLite and in memory): a run's journal
+    then writes in the run's own task. Otherwise (the default, and PostgreSQL)
+    each write runs in a task of its own, so that a cancelled run cannot
+    interrupt a write halfway.
+
     .. versionadded:: 0.1.0
     """
 

@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING, Any, final
 
 import structlog
 
+from .._core import format_path, walk
+from ..combinators import Call
 from ._lease import new_owner
-from ._model import Claim
+from ._model import Claim, RunStatus
 
 if TYPE_CHECKING:
     from collections import abc
@@ -71,6 +73,7 @@ class Worker:
         if not by_name:
             msg = "Worker: no flows to run"
             raise ValueError(msg)
+        _check_services(by_name.values(), services or {})
         if concurrency < 1 or max_attempts < 1 or poll_seconds <= 0:
             msg = (
                 "Worker: concurrency and max_attempts must be at least 1 and poll_seconds "
@@ -143,12 +146,13 @@ class Worker:
         # Runs started with another version of a flow are not this worker's: say
         # so once, or they would wait unseen for a worker that has their tree.
         for name, fingerprint in self._versions.items():
-            try:
-                runs = await self.store.list_runs(name=name, limit=1000)
-            except Exception:  # noqa: BLE001 -- only a hint; the loop reports a lost store
-                return
-            waiting = [r.fingerprint for r in runs if not r.status.is_finished]
-            others = [f for f in waiting if f != fingerprint]
+            others: list[str] = []
+            for status in (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.PAUSED):
+                try:
+                    runs = await self.store.list_runs(name=name, status=status, limit=10_000)
+                except Exception:  # noqa: BLE001, S112 -- only a hint; the loop reports a lost store
+                    continue
+                others += [r.fingerprint for r in runs if r.fingerprint != fingerprint]
             if others:
                 self._log.warning(
                     "runs_of_other_versions",
@@ -226,3 +230,17 @@ class Worker:
             task.cancel()
         if pending:
             await asyncio.wait(pending)
+
+
+def _check_services(flows: abc.Iterable[Stateful], services: abc.Mapping[str, Any]) -> None:
+    # A worker without a service its flows call would take their runs only to
+    # hand each back (ServiceNotFound) again and again: refuse it at once.
+    for flow in flows:
+        for path, node in walk(flow.flow):
+            if isinstance(node, Call) and node.service not in services:
+                known = ", ".join(sorted(services)) or "none"
+                msg = (
+                    f"Worker: flow {flow.name!r} calls service {node.service!r} "
+                    f"(at {format_path(path)}), which services= lacks (known: {known})"
+                )
+                raise ValueError(msg)

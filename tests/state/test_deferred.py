@@ -9,6 +9,7 @@ where another task could run.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from typing import Any
 
 import pytest
@@ -22,6 +23,8 @@ from systemflow.state._model import Claim, NewEvent
 
 class SlowAppends:
     """A store whose appends take a while (and yield), logging when they start and end."""
+
+    writes_inline = False  # they wait on the event loop, unlike the stores they wrap
 
     def __init__(self, inner: Any, log: list[str], delay: float = 0.02) -> None:
         self.inner = inner
@@ -327,16 +330,16 @@ async def test_records_of_a_failed_end_are_stored_with_the_hand_back(store):
 
 @pytest.mark.parametrize("yields", [0, 2], ids=["before-it-ran", "while-it-runs"])
 async def test_a_write_task_cancelled_from_outside_fails_the_journal(store, yields):
-    """A suspended write goes on in a task; cancelling that task is a failure, seen by all."""
+    """A write that waits on the loop has a task; cancelling that task is a failure, for all."""
     claim = Claim("a", 30)
     await store.create_run(run_id="j-2", name="f", input_json="1", fingerprint="x", claim=claim)
     slow = SlowAppends(store, [], delay=30)
     journal = RunJournal(slow, "j-2", claim, Codec.shared(), [])
     journal.record("step", ("s",), 1)
     flushing = asyncio.create_task(journal.flush())
-    await slow.started.wait()  # the append is suspended, in a task of its own
+    await slow.started.wait()  # the append waits, in a task of its own
 
-    writes = [t for t in asyncio.all_tasks() if t is not flushing and "_go_on" in repr(t)]
+    writes = [t for t in asyncio.all_tasks() if "RunJournal._write" in repr(t)]
     assert 1 == len(writes)
     for _ in range(yields):
         await asyncio.sleep(0)
@@ -361,6 +364,103 @@ async def test_a_write_that_does_not_suspend_needs_no_task(store):
 
     kinds = [e.kind for e in await store.history("j-3")]
     assert ["started", "step"] == kinds
-    if "postgresql" not in repr(store):  # PostgreSQL's driver suspends: a task is right there
+    assert store.writes_inline == ("postgresql" not in repr(store))
+    if store.writes_inline:  # PostgreSQL's driver waits on the loop: a task is right there
         assert asyncio.all_tasks() == before
         assert journal._writing is None
+
+
+CURRENT: contextvars.ContextVar[str | None] = contextvars.ContextVar("current", default=None)
+
+
+class TracingAppends:
+    """A store whose append sets and resets a context variable around an await."""
+
+    writes_inline = False
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def append(self, run_id: str, events: Any, *, claim: Any) -> list[int]:
+        token = CURRENT.set("append")
+        try:
+            await asyncio.sleep(0.001)
+            seqs: list[int] = await self.inner.append(run_id, events, claim=claim)
+            return seqs
+        finally:
+            CURRENT.reset(token)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class TimedOutAppends(TracingAppends):
+    """A store whose append times out (``asyncio.timeout``, as a pool checkout may)."""
+
+    async def append(self, run_id: str, events: Any, *, claim: Any) -> list[int]:
+        async with asyncio.timeout(0.01):
+            await asyncio.sleep(1)
+        return []  # pragma: no cover -- timed out above
+
+
+async def test_a_store_append_keeps_its_own_context(store):
+    """Context variables an append sets stay its own; the steps never see them."""
+    seen: list[str | None] = []
+
+    async def step(x: int) -> int:
+        seen.append(CURRENT.get())
+        return x
+
+    flow = sf.Parallel(sf.Step(step, name="a"), sf.Step(step, name="b")) >> sf.Step(step, name="c")
+
+    rec = await Stateful(flow, store=TracingAppends(store), name="t").start(1)
+
+    assert RunStatus.COMPLETED == rec.status
+    assert [None, None, None] == seen
+
+
+async def test_a_timeout_inside_an_append_is_a_write_failure(store):
+    """A timeout inside an append fails the write, not the run's own task (no CancelledError)."""
+
+    async def step(x: int) -> int:
+        return x
+
+    flow = sf.Step(step, name="a") >> sf.Step(step, name="b")
+
+    with pytest.raises(TimeoutError):
+        await Stateful(flow, store=TimedOutAppends(store), name="t").start(1, run_id="t-1")
+
+    assert None is (await store.get("t-1")).lease_owner
+
+
+async def test_a_cancelled_branch_record_is_stored_before_an_undo(store):
+    """A branch cancelled before storing its record: the undo after it waits for the record."""
+    go = asyncio.Event()
+    seen: list[list[str]] = []
+
+    async def reserve(x: int) -> str:
+        await asyncio.sleep(0)  # let the sibling wait first
+        await go.wait()
+        return "R"
+
+    async def release(x: int, out: str) -> None:
+        seen.append([e.kind for e in await store.history("b-1")])
+
+    async def check(x: int) -> bool:
+        await go.wait()
+        msg = "boom"
+        raise ValueError(msg)
+
+    flow = sf.Compensatable(
+        sf.Parallel(
+            sf.Step(reserve, compensate=release, name="reserve"),
+            sf.Conditional(check, sf.Step(effect([], "t"), name="t"), name="check"),
+        )
+    )
+    asyncio.get_running_loop().call_later(0.05, go.set)
+
+    rec = await Stateful(flow, store=store, name="o").start(1, run_id="b-1")
+
+    assert RunStatus.FAILED == rec.status
+    assert 1 == len(seen)
+    assert "step" in seen[0]  # reserve's record was stored before its undo ran

@@ -151,3 +151,103 @@ async def test_missing_service_of_an_undo_hands_the_run_back(store):
     assert RunStatus.FAILED == done.status
     assert "card declined" in done.error
     assert ["reserve sku-4", "release R-sku-4"] == log
+
+
+async def test_saga_in_a_branch_cancelled_by_a_failing_sibling_undoes_its_steps(store):
+    """Not a hand-back: a branch cancelled because its sibling failed still compensates."""
+    log: list[str] = []
+
+    async def reserve(x: str) -> str:
+        log.append("reserve")
+        return "R"
+
+    async def release(x: str, out: str) -> None:
+        log.append("release")
+
+    async def more(x: str) -> str:
+        await asyncio.sleep(5)  # still running when the sibling fails
+        return x
+
+    async def charge(x: str) -> str:
+        await asyncio.sleep(0.05)
+        msg = "declined"
+        raise ValueError(msg)
+
+    flow = sf.Compensatable(
+        sf.Parallel(
+            sf.Compensatable(
+                sf.Step(reserve, compensate=release, name="reserve"),
+                sf.Step(more, name="more"),
+                name="hold",
+            ),
+            sf.Step(charge, name="charge"),
+            name="both",
+        ),
+        name="order",
+    )
+
+    rec = await Stateful(flow, store=store, name="o").start("x")
+
+    assert RunStatus.FAILED == rec.status
+    assert ["reserve", "release"] == log
+    compensated = [e.path for e in await store.history(rec.id) if e.kind == "compensated"]
+    assert [("both", "hold", "reserve")] == compensated
+
+
+async def test_nested_durable_run_is_resumed_not_started_again(store):
+    """A Stateful node in a durable run: the enclosing run's resume resumes the same child."""
+    log: list[str] = []
+
+    async def book(x: int) -> int:
+        log.append("book")
+        return x
+
+    async def pay(x: str) -> str:
+        log.append(f"pay {x}")
+        return f"paid {x}"
+
+    child = Stateful(
+        sf.WaitForSignal("card", name="card") >> sf.Step(pay, name="pay"), store=store, name="pay"
+    )
+    parent = Stateful(sf.Step(book, name="book") >> child, store=store, name="trip")
+
+    first = await parent.start(7, run_id="t-1")
+    assert RunStatus.PAUSED == first.status
+    await store.signal("t-1/1", "card", "visa")
+    done = await parent.resume("t-1")
+
+    assert (RunStatus.COMPLETED, "paid visa") == (done.status, done.output)
+    assert ["book", "pay visa"] == log
+    assert ["t-1/1"] == [r.id for r in await store.list_runs(name="pay")]
+
+
+async def test_nested_durable_run_under_a_plain_saga_is_cancelled_when_a_service_is_missing(
+    store,
+):
+    """Under a caller that is not durable, the child run is cancelled: no one will resume it."""
+    log: list[str] = []
+
+    async def book(x: int) -> int:
+        log.append("book")
+        return x
+
+    async def unbook(x: int, out: int) -> None:
+        log.append("unbook")
+
+    inner = Stateful(sf.Call("payments", "charge", name="charge"), store=store, name="pay")
+    outer = sf.Compensatable(sf.Step(book, compensate=unbook, name="book"), inner)
+
+    with pytest.raises(sf.ServiceNotFound):
+        await sf.execute(outer, 1, services={})
+
+    assert ["book", "unbook"] == log
+    [run] = await store.list_runs(name="pay")
+    assert RunStatus.CANCELLED == run.status
+
+
+def test_worker_refuses_flows_calling_services_it_lacks(store):
+    """A worker without a service its flows' Calls use is refused when it is made."""
+    flow = Stateful(saga(), store=store, name="order")
+
+    with pytest.raises(ValueError, match=r"calls service 'payments' \(at charge\).*inventory"):
+        sf.Worker(store, [flow], services={"inventory": Inventory([])})

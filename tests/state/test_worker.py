@@ -476,6 +476,27 @@ class TestWorker:
             e["event"] for e in logs if e["event"].startswith("systemflow.heartbeat")
         ]
 
+    async def test_warns_of_an_old_run_behind_many_newer_ones(self):
+        """The warning looks at unfinished runs only: newer finished ones do not hide it."""
+        store = sf.state.InMemoryStateStore()
+        old = sf.Stateful(
+            sf.Step(double, name="a") >> sf.WaitForSignal("go", name="w"), store=store, name="f"
+        )
+        new = sf.Stateful(sf.Step(double, name="b"), store=store, name="f")
+        await old.start(1)
+        for i in range(1_100):
+            await new.start(i)
+        worker = Worker(store, [new], poll_seconds=0.02)
+
+        with structlog.testing.capture_logs() as logs:
+            task = asyncio.create_task(worker.run())
+            await asyncio.sleep(0.05)
+            worker.stop()
+            await task
+
+        [warning] = [e for e in logs if e["event"] == "runs_of_other_versions"]
+        assert (1, [old.fingerprint]) == (warning["runs"], warning["fingerprints"])
+
     async def test_rejects_bad_configuration(self, store):
         """Workers name what is wrong with their configuration."""
         flow = echo_flow(store)
