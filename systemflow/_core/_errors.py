@@ -140,10 +140,13 @@ def interrupts(exc: BaseException, durable: bool) -> bool:
     """
     Tell whether ``exc`` stops a run without being a failure of it.
 
-    A pause always; a missing service in a durable run (it is handed back, to be
-    resumed where the service is). Neither is retried, journaled or compensated.
+    A pause always; in a durable run, a missing service (it is handed back, to
+    be resumed where the service is) and a lost lease (another claim has the
+    run, or a run it needs). None is retried, journaled or compensated.
     """
-    return isinstance(exc, FlowPaused) or (durable and isinstance(exc, ServiceNotFound))
+    return isinstance(exc, FlowPaused) or (
+        durable and isinstance(exc, (ServiceNotFound, RunLocked))
+    )
 
 
 class FlowPaused(FlowError):

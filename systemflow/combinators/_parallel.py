@@ -18,6 +18,7 @@ from .._core import (
     FlowPaused,
     check_name,
     format_path,
+    interrupts,
     invoke,
     segment_children,
 )
@@ -50,8 +51,9 @@ async def _branch(  # noqa: PLR0917 -- private, called once
     except FlowPaused as exc:
         paused.append(exc)
         return None
-    except Exception:
-        branches.failed = True  # before the siblings are cancelled because of it
+    except Exception as exc:
+        if not interrupts(exc, ctx.journal is not None):
+            branches.failed = True  # before the siblings are cancelled because of it
         raise
 
 

@@ -323,7 +323,11 @@ class Stateful(Node[Any, Any]):
             await ctx.journal.settle()  # the enclosing run's records, before this one starts
             run_id = f"{ctx.run_id}/{format_path(ctx.path)}"
             with contextlib.suppress(RunNotFound):
-                record = await self.get(run_id)
+                found = await self.store.get(run_id)
+                if found.name != self.name:  # a user's run id with a '/' in it, say
+                    msg = f"run {run_id}, the id of {self.name!r} here, is a run of {found.name!r}"
+                    raise RunExists(msg, path=ctx.path, run_id=run_id)
+                record = self._typed(found)
         try:
             if record is None:
                 record = await self.start(input, run_id=run_id, services=ctx.services)
@@ -370,7 +374,12 @@ class Stateful(Node[Any, Any]):
         heartbeat = _Heartbeat(self.store, record.id, claim)
         try:
             return await self._outcome(record, claim, journal, ctx, value)
-        except RunLocked:
+        except RunLocked as locked:
+            if locked.run_id != record.id:
+                # Another run's lease (a nested run held elsewhere): this one waits.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._hand_back(journal, record.id, claim, failed=False))
+                raise
             # The claim was lost (while running, or at the end): the run was
             # cancelled, or taken over.
             now = await self.store.get(record.id)

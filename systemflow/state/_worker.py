@@ -237,7 +237,7 @@ def _check_services(flows: abc.Iterable[Stateful], services: abc.Mapping[str, An
     # hand each back (ServiceNotFound) again and again: refuse it at once.
     for flow in flows:
         for path, node in walk(flow.flow):
-            if isinstance(node, Call) and node.service not in services:
+            if isinstance(node, Call) and node.critical and node.service not in services:
                 known = ", ".join(sorted(services)) or "none"
                 msg = (
                     f"Worker: flow {flow.name!r} calls service {node.service!r} "

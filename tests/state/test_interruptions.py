@@ -13,6 +13,7 @@ import pytest
 
 import systemflow as sf
 from systemflow.state import RunStatus, Stateful
+from systemflow.state._model import Claim
 
 
 class Inventory:
@@ -251,3 +252,69 @@ def test_worker_refuses_flows_calling_services_it_lacks(store):
 
     with pytest.raises(ValueError, match=r"calls service 'payments' \(at charge\).*inventory"):
         sf.Worker(store, [flow], services={"inventory": Inventory([])})
+
+
+async def test_missing_service_in_one_branch_undoes_nothing_in_another(store):
+    """A branch handed back for a missing service is no failure: a sibling saga keeps its steps."""
+    log: list[str] = []
+
+    async def reserve(x: str) -> str:
+        log.append("reserve")
+        return "R"
+
+    async def release(x: str, out: str) -> None:
+        log.append("release")
+
+    async def more(x: str) -> str:
+        await asyncio.sleep(0.2)
+        log.append("more")
+        return x
+
+    hold = sf.Compensatable(
+        sf.Step(reserve, compensate=release, name="reserve"),
+        sf.Step(more, name="more"),
+        name="hold",
+    )
+    flow = sf.Parallel(hold, sf.Call("payments", "charge", name="charge"), name="both")
+    durable = Stateful(flow, store=store, name="o")
+
+    with pytest.raises(sf.ServiceNotFound):
+        await durable.start("x", run_id="p-1")
+    assert ["reserve"] == log
+
+    done = await durable.resume("p-1", services={"payments": Payments(log)})
+    assert RunStatus.COMPLETED == done.status
+    assert "release" not in log
+
+
+async def test_nested_run_held_elsewhere_hands_the_enclosing_run_back(store):
+    """A nested run another claim holds: RunLocked, and the enclosing run is not left leased."""
+    child = Stateful(sf.WaitForSignal("card", name="card"), store=store, name="card")
+    parent = Stateful(sf.Sequence(child, name="trip"), store=store, name="trip")
+    await parent.start(1, run_id="t-2")
+    [nested] = await store.list_runs(name="card")
+    await store.signal(nested.id, "card", "visa")
+    await store.claim_run(nested.id, claim=Claim("elsewhere", 60), is_dead=lambda _: False)
+
+    with pytest.raises(sf.RunLocked):
+        await parent.resume("t-2")
+
+    rec = await store.get("t-2")
+    assert (RunStatus.RUNNING, None) == (rec.status, rec.lease_owner)
+
+
+async def test_nested_run_id_taken_by_another_flow_is_refused(store):
+    """A user's run id with '/' that is the id a nested run would take: refused, named."""
+
+    async def double(x: int) -> int:
+        return 2 * x
+
+    other = Stateful(sf.Step(double, name="d"), store=store, name="other")
+    await other.start(1, run_id="a/d")  # the nested run's id: the run's, then its path
+    child = Stateful(sf.Step(double, name="d"), store=store, name="child")
+    parent = Stateful(sf.Sequence(child), store=store, name="parent")
+
+    rec = await parent.start(5, run_id="a")
+
+    assert RunStatus.FAILED == rec.status
+    assert "run a/d, the id of 'child' here, is a run of 'other'" in rec.error
