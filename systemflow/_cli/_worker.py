@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Final
 import structlog
 
 from ..state import Stateful, Worker
-from ._load import load_as, load_services, target
+from ._load import CliError, load_as, load_services, target
 
 if TYPE_CHECKING:
     import argparse
@@ -83,15 +83,19 @@ async def worker(session: Session) -> int:
         )
     )
     session.pool_size = max(session.pool_size, args.concurrency + 1)  # runs in flight + claim
-    runner = Worker(
-        session.store,
-        flows,
-        concurrency=args.concurrency,
-        services=services,
-        poll_seconds=args.poll,
-        max_attempts=args.max_attempts,
-        grace_seconds=args.grace,
-    )
+    try:
+        runner = Worker(
+            session.store,
+            flows,
+            concurrency=args.concurrency,
+            services=services,
+            poll_seconds=args.poll,
+            max_attempts=args.max_attempts,
+            grace_seconds=args.grace,
+        )
+    except ValueError as exc:
+        hint = " (pass them with --services MODULE:ATTR)" if "services=" in str(exc) else ""
+        raise CliError(f"{exc}{hint}") from exc
     await runner.run(handle_signals=True)
     return 0
 

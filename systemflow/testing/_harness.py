@@ -385,11 +385,19 @@ class DurableFlow:
         crashes = len(self.store.crashes)
         hits = len(self._hit)
         logs = len(self._logs)
-        record = await self.start(
-            input, run_id=run_id, services=services, crash_at=crash_at, faults=faults
+        armed = crash_at  # until it fires: a point after a timer fires in a later resume
+
+        async def until_stopped(record: RunRecord) -> RunRecord:
+            nonlocal armed
+            if len(self.store.crashes) > crashes and armed is not None:
+                armed = None  # it fired: the run is resumed as by a new process
+            if record.status is RunStatus.RUNNING:
+                record = await self.resume(run_id, services=services, faults=faults)
+            return record
+
+        record = await until_stopped(
+            await self.start(input, run_id=run_id, services=services, crash_at=armed, faults=faults)
         )
-        if record.status is RunStatus.RUNNING:
-            record = await self.resume(run_id, services=services, faults=faults)
         wakes = 0
         while skip_timers and record.status is RunStatus.PAUSED and record.wake_at is not None:
             wakes += 1
@@ -397,7 +405,9 @@ class DurableFlow:
                 msg = f"run {run_id} still sleeps after {_MAX_WAKES} timers; is it a loop?"
                 raise RuntimeError(msg)
             self.clock.advance_to(record.wake_at)
-            record = await self.resume(run_id, services=services, faults=faults)
+            record = await until_stopped(
+                await self.resume(run_id, services=services, crash_at=armed, faults=faults)
+            )
         result = await self.result(run_id, services=services, since=start)
         return attrs.evolve(
             result,

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -32,10 +34,12 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
         ("worker {flows}:flow", "is a Compensatable, not a Stateful"),
         ("worker {flows}:broken", "RuntimeError: no flow today"),
         ("worker {flows}:durable --services {flows}:not_a_flow", "not a mapping"),
+        ("worker {flows}:durable", "calls service 'limits' (at check), which services= lacks"),
+        ("worker {flows}:durable", "(pass them with --services MODULE:ATTR)"),
     ],
 )
 def test_refuses_what_is_not_durable_flows(setup, capsys, argv, message):
-    """A target that is not durable flows (or services that are not a mapping): exit 1, one line."""
+    """Not durable flows, services that are not a mapping or lack one: exit 1, one line."""
     argv = argv.replace("{flows}", setup.flows).split()
 
     code, _, err = run(capsys, "--db", setup.url, *argv)
@@ -94,3 +98,17 @@ def test_runs_until_sigterm(setup, capsys):
     assert RunStatus.COMPLETED is asyncio.run(status())
     assert "worker_started" in err
     assert "worker_stopped" in err
+
+
+def test_python_dash_m_systemflow_is_the_command():
+    """``python -m systemflow`` runs the same command as ``systemflow``."""
+    done = subprocess.run(
+        [sys.executable, "-m", "systemflow", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert 0 == done.returncode
+    assert done.stdout.startswith("usage: systemflow")

@@ -12,6 +12,7 @@ import systemflow as sf
 from systemflow.state import InMemoryStateStore, RunStatus
 from systemflow.testing import (
     CallLog,
+    CrashPoint,
     FlowHarness,
     FlowResult,
     MockService,
@@ -311,6 +312,18 @@ class TestDurable:
 
         assert ("p-1", RunStatus.COMPLETED) == (result.output, result.record.status)
         assert_called(services["payments"], "charge", times=1)
+
+    async def test_run_crashes_at_a_point_after_a_timer(self, harness):
+        """A crash point after a Sleep fires in the resume that passes the timer."""
+        flow = sf.Sequence(sf.Sleep(60, name="nap"), sf.Call("payments", "charge", name="charge"))
+        services = payment_mocks()
+
+        result = await harness.durable(flow).run(
+            1, services=services, crash_at=CrashPoint("charge", when="before")
+        )
+
+        assert [CrashPoint("charge", when="before")] == list(result.crashes)
+        assert ("p-1", RunStatus.COMPLETED) == (result.output, result.record.status)
 
     async def test_run_stops_at_a_signal(self, harness):
         """run() returns a run that waits for a signal, paused."""
