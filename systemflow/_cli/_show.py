@@ -131,7 +131,7 @@ def _details(event: Event) -> str:
         text = "waits for " + waits([event])
     elif kind == "timer":
         text = f"due at {data}"
-    elif kind in {"failed", "run_failed", "abandoned"}:
+    elif kind in {"failed", "run_failed", "abandoned", "handed_back"}:
         text = _error(data)
     elif kind == "compensated":
         text = "undone"

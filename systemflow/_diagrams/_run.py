@@ -35,6 +35,7 @@ _LIFE: Final = {
     "completed": "completed",
     "run_failed": "failed",
     "abandoned": "failed",
+    "handed_back": "running",
     "cancelled": "cancelled",
 }
 

@@ -209,6 +209,20 @@ class RunJournal:
             self._pending, self._pending_sequential, self._unstored = [], 0, 0
             return batch
 
+    @property
+    def run_id(self) -> str:
+        """
+        The run this journal records.
+        """
+        return self._run_id
+
+    def note(self, event: NewEvent) -> None:
+        """
+        Add an event of the run's own (not a record of a node) to go with the next write.
+        """
+        self._pending.append(event)
+        self._last += 1
+
     def restore(self, batch: list[NewEvent]) -> None:
         """
         Put back records ``drain`` took whose ``finish`` did not happen.

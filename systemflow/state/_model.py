@@ -157,6 +157,7 @@ class Claim:
 STARTED = "started"
 RESUMED = "resumed"
 ABANDONED = "abandoned"  # a worker gave up on a run whose claims kept dying
+HANDED_BACK = "handed_back"  # a claim gave the run back unfinished: cancelled, or an error
 SIGNALLED = "signalled"
 PAUSED = "paused"
 COMPLETED = "completed"

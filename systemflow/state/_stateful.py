@@ -37,7 +37,17 @@ from ..combinators._node import Node, as_flow
 from ._codec import Codec
 from ._journal import RunJournal
 from ._lease import is_dead, new_owner
-from ._model import COMPLETED, PAUSED, RUN_FAILED, STARTED, Claim, NewEvent, RunRecord, RunStatus
+from ._model import (
+    COMPLETED,
+    HANDED_BACK,
+    PAUSED,
+    RUN_FAILED,
+    STARTED,
+    Claim,
+    NewEvent,
+    RunRecord,
+    RunStatus,
+)
 from ._shape import diff, edge_types, fingerprint, shape
 
 if TYPE_CHECKING:
@@ -378,7 +388,7 @@ class Stateful(Node[Any, Any]):
             if locked.run_id != record.id:
                 # Another run's lease (a nested run held elsewhere): this one waits.
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(self._hand_back(journal, record.id, claim, failed=False))
+                    await asyncio.shield(self._hand_back(journal, claim, locked, failed=False))
                 raise
             # The claim was lost (while running, or at the end): the run was
             # cancelled, or taken over.
@@ -391,7 +401,7 @@ class Stateful(Node[Any, Any]):
             # that it can be resumed at once (an error counts as an attempt).
             failed = not isinstance(exc, asyncio.CancelledError)
             with contextlib.suppress(Exception):
-                await asyncio.shield(self._hand_back(journal, record.id, claim, failed=failed))
+                await asyncio.shield(self._hand_back(journal, claim, exc, failed=failed))
             raise
         finally:
             heartbeat.stop()
@@ -439,11 +449,18 @@ class Stateful(Node[Any, Any]):
         return await end(RunStatus.COMPLETED, event, out, output_json=out_json)
 
     async def _hand_back(
-        self, journal: RunJournal, run_id: str, claim: Claim, *, failed: bool
+        self, journal: RunJournal, claim: Claim, why: BaseException, *, failed: bool
     ) -> None:
+        # What completed is stored, with a handed_back event saying why the run
+        # stopped unfinished (for `systemflow runs show`), then the lease is given back.
+        if isinstance(why, asyncio.CancelledError):
+            reason = {"error": "the run's task was cancelled", "error_type": "CancelledError"}
+        else:
+            reason = error_fields(why)
+        journal.note(NewEvent(HANDED_BACK, None, json.dumps(reason)))
         with contextlib.suppress(BaseException):  # whatever stopped it, release below
             await journal.flush()
-        await self.store.release(run_id, claim=claim, failed=failed)
+        await self.store.release(journal.run_id, claim=claim, failed=failed)
 
     async def _refuse_version(self, record: RunRecord) -> None:
         history = await self.store.history(record.id)

@@ -8,6 +8,7 @@ it was, and a resume (with the service, in another process) goes on where it sto
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -60,9 +61,13 @@ async def test_missing_service_hands_the_run_back_untouched(store):
     assert ["reserve sku-1"] == log  # not released
     rec = await store.get("o-1")
     assert (RunStatus.RUNNING, None) == (rec.status, rec.lease_owner)
-    kinds = [e.kind for e in await store.history("o-1")]
+    history = await store.history("o-1")
+    kinds = [e.kind for e in history]
     assert "failed" not in kinds
     assert "compensated" not in kinds
+    back = json.loads(history[-1].data)
+    assert ("handed_back", "ServiceNotFound") == (kinds[-1], back["error_type"])
+    assert "no service named 'payments'" in back["error"]
 
     services = {"inventory": Inventory(log), "payments": Payments(log)}
     done = await durable.resume("o-1", services=services)
@@ -118,6 +123,8 @@ async def test_cancelled_durable_saga_undoes_nothing_and_resumes(store):
         await task
 
     assert ["reserve sku-3"] == log  # not released: the run is not over
+    last = (await store.history("o-3"))[-1]
+    assert ("handed_back", "CancelledError") == (last.kind, json.loads(last.data)["error_type"])
     services = {"inventory": Inventory(log), "payments": Payments(log)}
     done = await durable.resume("o-3", services=services)
     assert (RunStatus.COMPLETED, "paid R-sku-3") == (done.status, done.output)
