@@ -46,6 +46,25 @@ def saga() -> sf.Compensatable:
     )
 
 
+def holding(log: list[str], *, seconds: float) -> sf.Compensatable:
+    """A saga that reserves (undone by a release), then works for ``seconds``."""
+
+    async def reserve(x: str) -> str:
+        log.append("reserve")
+        return "R"
+
+    async def release(x: str, out: str) -> None:
+        log.append("release")
+
+    async def more(x: str) -> str:
+        await asyncio.sleep(seconds)  # still running when a sibling stops
+        log.append("more")
+        return x
+
+    reserving = sf.Step(reserve, compensate=release, name="reserve")
+    return sf.Compensatable(reserving, sf.Step(more, name="more"), name="hold")
+
+
 async def test_missing_service_hands_the_run_back_untouched(store):
     """A durable run whose Call has no service: raised, not journaled, nothing undone."""
     log: list[str] = []
@@ -165,34 +184,13 @@ async def test_saga_in_a_branch_cancelled_by_a_failing_sibling_undoes_its_steps(
     """Not a hand-back: a branch cancelled because its sibling failed still compensates."""
     log: list[str] = []
 
-    async def reserve(x: str) -> str:
-        log.append("reserve")
-        return "R"
-
-    async def release(x: str, out: str) -> None:
-        log.append("release")
-
-    async def more(x: str) -> str:
-        await asyncio.sleep(5)  # still running when the sibling fails
-        return x
-
     async def charge(x: str) -> str:
         await asyncio.sleep(0.05)
         msg = "declined"
         raise ValueError(msg)
 
-    flow = sf.Compensatable(
-        sf.Parallel(
-            sf.Compensatable(
-                sf.Step(reserve, compensate=release, name="reserve"),
-                sf.Step(more, name="more"),
-                name="hold",
-            ),
-            sf.Step(charge, name="charge"),
-            name="both",
-        ),
-        name="order",
-    )
+    both = sf.Parallel(holding(log, seconds=5), sf.Step(charge, name="charge"), name="both")
+    flow = sf.Compensatable(both, name="order")
 
     rec = await Stateful(flow, store=store, name="o").start("x")
 
@@ -264,24 +262,7 @@ def test_worker_refuses_flows_calling_services_it_lacks(store):
 async def test_missing_service_in_one_branch_undoes_nothing_in_another(store):
     """A branch handed back for a missing service is no failure: a sibling saga keeps its steps."""
     log: list[str] = []
-
-    async def reserve(x: str) -> str:
-        log.append("reserve")
-        return "R"
-
-    async def release(x: str, out: str) -> None:
-        log.append("release")
-
-    async def more(x: str) -> str:
-        await asyncio.sleep(0.2)
-        log.append("more")
-        return x
-
-    hold = sf.Compensatable(
-        sf.Step(reserve, compensate=release, name="reserve"),
-        sf.Step(more, name="more"),
-        name="hold",
-    )
+    hold = holding(log, seconds=0.2)
     flow = sf.Parallel(hold, sf.Call("payments", "charge", name="charge"), name="both")
     durable = Stateful(flow, store=store, name="o")
 

@@ -42,6 +42,16 @@ async def until(predicate, seconds=10.0):
         await asyncio.sleep(0.01)
 
 
+async def versions_warnings(worker):
+    """Start ``worker``, stop it at once; return its runs_of_other_versions log events."""
+    with structlog.testing.capture_logs() as logs:
+        task = asyncio.create_task(worker.run())
+        await asyncio.sleep(0.05)
+        worker.stop()
+        await task
+    return [e for e in logs if e["event"] == "runs_of_other_versions"]
+
+
 async def statuses(store, run_ids):
     return [(await store.get(run_id)).status for run_id in run_ids]
 
@@ -402,15 +412,9 @@ class TestWorker:
         old = sf.Stateful(sf.Step(double, name="a"), store=store, name="d")
         new = sf.Stateful(sf.Step(double, name="a") >> sf.Step(double), store=store, name="d")
         waiting = [await old.enqueue(n) for n in range(2)]
-        worker = Worker(store, [new], poll_seconds=0.02)
 
-        with structlog.testing.capture_logs() as logs:
-            task = asyncio.create_task(worker.run())
-            await asyncio.sleep(0.1)
-            worker.stop()
-            await task
+        [warning] = await versions_warnings(Worker(store, [new], poll_seconds=0.02))
 
-        [warning] = [e for e in logs if e["event"] == "runs_of_other_versions"]
         assert (2, [old.fingerprint], new.fingerprint) == (
             warning["runs"],
             warning["fingerprints"],
@@ -486,15 +490,9 @@ class TestWorker:
         await old.start(1)
         for i in range(1_100):
             await new.start(i)
-        worker = Worker(store, [new], poll_seconds=0.02)
 
-        with structlog.testing.capture_logs() as logs:
-            task = asyncio.create_task(worker.run())
-            await asyncio.sleep(0.05)
-            worker.stop()
-            await task
+        [warning] = await versions_warnings(Worker(store, [new], poll_seconds=0.02))
 
-        [warning] = [e for e in logs if e["event"] == "runs_of_other_versions"]
         assert (1, [old.fingerprint]) == (warning["runs"], warning["fingerprints"])
 
     async def test_rejects_bad_configuration(self, store):
