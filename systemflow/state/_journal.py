@@ -62,7 +62,6 @@ class RunJournal:
         self._last = last
         self._pending: list[NewEvent] = []
         self._pending_sequential = 0  # of the pending, those made outside Parallel branches
-        self._unstored = 0  # records made outside branches, pending or being written
         self._writing: asyncio.Future[None] | None = None  # the append in flight
         self._failed: BaseException | None = None
         self._lock = asyncio.Lock()
@@ -96,7 +95,6 @@ class RunJournal:
         self._entries[(kind, path)] = (data, self._last)
         if not IN_BRANCH.get():
             self._pending_sequential += 1
-            self._unstored += 1
         return Recorded(value, self._last)
 
     async def commit(self) -> None:
@@ -124,7 +122,7 @@ class RunJournal:
         """
         self._raise_if_failed()
         if (
-            self._unstored
+            self._pending_sequential
             or (self._pending and not IN_BRANCH.get())  # a cancelled branch's, say
             or (self._writing is not None and not self._writing.done())
         ):
@@ -141,9 +139,9 @@ class RunJournal:
         await self._wait_for_write()
         if not self._pending:
             return
-        batch, sequential = self._pending, self._pending_sequential
+        batch = self._pending
         self._pending, self._pending_sequential = [], 0
-        write_now = self._write(batch, sequential)
+        write_now = self._write(batch)
         if self._inline:
             # It never waits on the event loop, so nothing can cancel it midway
             # nor run meanwhile: no task of its own is needed.
@@ -160,7 +158,7 @@ class RunJournal:
                 self._raise_if_failed()
             raise
 
-    async def _write(self, batch: list[NewEvent], sequential: int) -> None:
+    async def _write(self, batch: list[NewEvent]) -> None:
         # The journal's state changes here, before anyone waiting sees the write done.
         try:
             await self._store.append(self._run_id, batch, claim=self._claim)
@@ -169,7 +167,6 @@ class RunJournal:
         except BaseException as exc:
             self._failed = exc  # nothing may run after unstored records
             raise
-        self._unstored -= sequential
 
     async def _wait_for_write(self) -> None:
         if self._writing is not None and not self._writing.done():
@@ -206,7 +203,7 @@ class RunJournal:
         async with self._lock:
             await self._wait_for_write()
             batch = self._pending
-            self._pending, self._pending_sequential, self._unstored = [], 0, 0
+            self._pending, self._pending_sequential = [], 0
             return batch
 
     @property
@@ -229,7 +226,6 @@ class RunJournal:
         """
         self._pending[:0] = batch
         self._pending_sequential += len(batch)
-        self._unstored += len(batch)
 
     async def take_signal(self, path: Path, signal: str, type_: Any = Any) -> Recorded | None:
         """
