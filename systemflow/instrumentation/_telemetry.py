@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, final
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 
-from .._core import FlowPaused, describe, error_fields, format_path, is_wrapper
+from .._core import FlowPaused, describe, error_fields, format_path, interrupts, is_wrapper
 
 if TYPE_CHECKING:
     from contextvars import Token
@@ -117,7 +117,7 @@ class Telemetry:
         extra = {"input": value} if self.log_input and not reused else {}
         log.info("systemflow.flow_started", **extra)
         started_counter.add(1, {"systemflow.flow": name})
-        return _Token(span, token, log, name, time.perf_counter())
+        return _Token(span, token, log, name, time.perf_counter(), ctx.journal is not None)
 
     def node_finished(self, token: object, error: BaseException | None, output: Any) -> None:
         """
@@ -139,6 +139,12 @@ class Telemetry:
                 span.set_attribute("systemflow.paused", value=True)
                 log.info("systemflow.flow_paused", duration_ms=ms)
                 outcome = "paused"
+            elif interrupts(error, token.durable):
+                # A durable run handed back unfinished (a missing service, a lost
+                # lease): not the flow's failure, but worth a warning.
+                span.set_attribute("systemflow.handed_back", value=True)
+                log.warning("systemflow.flow_handed_back", duration_ms=ms, **error_fields(error))
+                outcome = "handed_back"
             elif isinstance(error, asyncio.CancelledError):
                 span.set_attribute("systemflow.cancelled", value=True)
                 log.info("systemflow.flow_cancelled", duration_ms=ms)
@@ -157,18 +163,20 @@ class Telemetry:
 
 @final
 class _Token:
-    __slots__ = ("context_token", "log", "name", "span", "start")
+    __slots__ = ("context_token", "durable", "log", "name", "span", "start")
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 -- private, made in one place
         self,
         span: trace.Span,
         context_token: Token[otel_context.Context],
         log: Any,
         name: str,
         start: float,
+        durable: bool,
     ) -> None:
         self.span = span
         self.context_token = context_token
         self.log = log
         self.name = name
         self.start = start
+        self.durable = durable

@@ -11,6 +11,7 @@ import asyncio
 import json
 
 import pytest
+import structlog
 
 import systemflow as sf
 from systemflow.state import RunStatus, Stateful
@@ -306,3 +307,18 @@ async def test_nested_run_id_taken_by_another_flow_is_refused(store):
 
     assert RunStatus.FAILED == rec.status
     assert "run a/d, the id of 'child' here, is a run of 'other'" in rec.error
+
+
+async def test_instrumented_tells_a_hand_back_from_a_failure(store):
+    """Instrumented logs a durable run's missing service as handed back, not as failed."""
+    durable = Stateful(sf.Instrumented(saga()), store=store, name="order")
+
+    with structlog.testing.capture_logs() as logs, pytest.raises(sf.ServiceNotFound):
+        await durable.start("sku-9", services={"inventory": Inventory([])})
+
+    ends = [e for e in logs if e["event"].startswith("systemflow.flow_")]
+    kinds = {e["event"] for e in ends}
+    assert "systemflow.flow_handed_back" in kinds
+    assert "systemflow.flow_failed" not in kinds
+    [back] = [e for e in ends if e["event"] == "systemflow.flow_handed_back"]
+    assert ("warning", "ServiceNotFound") == (back["log_level"], back["error_type"])
