@@ -25,6 +25,7 @@ from .._core import (
     RunFinished,
     RunLocked,
     RunNotFound,
+    SerializationError,
     ServiceNotFound,
     StepFailed,
     check_name,
@@ -32,8 +33,10 @@ from .._core import (
     format_path,
     invoke,
     new_run_id,
+    walk,
 )
 from ..combinators._node import Node, as_flow
+from ..combinators._wait import WaitForSignal
 from ._codec import Codec
 from ._journal import RunJournal
 from ._lease import is_dead, new_owner
@@ -304,6 +307,48 @@ class Stateful(Node[Any, Any]):
             RunNotFound: No such run.
         """
         return self._typed(await self.store.get(run_id))
+
+    async def signal(self, run_id: str, signal: str, payload: Any = None) -> None:
+        """
+        Deliver a signal to a run of this flow, once it fits what the flow waits for.
+
+        ``store.signal`` delivers anything; this checks first that a
+        ``WaitForSignal`` of the tree waits for ``signal`` and that ``payload``
+        reads back as its ``payload_type``, so that a mistyped payload is
+        refused here rather than failing the run when it is consumed.
+
+        Raises:
+            ValueError: No ``WaitForSignal`` of this flow waits for ``signal``, or
+                the run is of another flow.
+            SerializationError: ``payload`` does not fit the wait's ``payload_type``
+                (nothing is delivered).
+            RunNotFound: No such run.
+            RunFinished: The run is over.
+        """
+        waits = [(path, node) for path, node in walk(self.flow) if isinstance(node, WaitForSignal)]
+        types = [(path, node.payload_type) for path, node in waits if node.signal == signal]
+        if not types:
+            known = ", ".join(sorted({node.signal for _, node in waits})) or "none"
+            msg = f"{self.name!r} waits for no signal {signal!r} (it waits for: {known})"
+            raise ValueError(msg)
+        codec = Codec.shared()
+        for path, type_ in types:
+            try:
+                data = codec.dumps(payload, path=path, run_id=run_id)
+                codec.loads(data, type_, path=path, run_id=run_id)
+            except SerializationError as exc:
+                reason = str(exc).rsplit(": ", 1)[-1]
+                msg = (
+                    f"the payload of signal {signal!r} for run {run_id} does not fit the "
+                    f"WaitForSignal at {format_path(path)}, which reads it as "
+                    f"{getattr(type_, '__name__', type_)}: {reason}"
+                )
+                raise SerializationError(msg, path=path, run_id=run_id, type=type_) from exc
+        record = await self.store.get(run_id)
+        if record.name != self.name:
+            msg = f"run {run_id} is a run of {record.name!r}, not of {self.name!r}"
+            raise ValueError(msg)
+        await self.store.signal(run_id, signal, payload)
 
     async def cancel(self, run_id: str) -> RunRecord:
         """

@@ -10,12 +10,19 @@ from __future__ import annotations
 import asyncio
 import json
 
+import attrs
 import pytest
 import structlog
 
 import systemflow as sf
 from systemflow.state import RunStatus, Stateful
 from systemflow.state._model import Claim
+
+
+@attrs.frozen
+class Approval:
+    by: str
+    amount: int
 
 
 class Inventory:
@@ -322,3 +329,54 @@ async def test_instrumented_tells_a_hand_back_from_a_failure(store):
     assert "systemflow.flow_failed" not in kinds
     [back] = [e for e in ends if e["event"] == "systemflow.flow_handed_back"]
     assert ("warning", "ServiceNotFound") == (back["log_level"], back["error_type"])
+
+
+class TestSignalThroughTheFlow:
+    """Stateful.signal checks a payload against the wait before delivering it."""
+
+    @staticmethod
+    def approval(store):
+        async def decide(approval: Approval) -> str:
+            return f"{approval.by}: {approval.amount}"
+
+        flow = sf.WaitForSignal("approve", payload_type=Approval, name="wait") >> sf.Step(
+            decide, name="decide"
+        )
+        return Stateful(flow, store=store, name="approval")
+
+    async def test_a_fitting_payload_is_delivered(self, store):
+        """A payload that reads back as the wait's type is delivered; the run goes on."""
+        durable = self.approval(store)
+        await durable.start(None, run_id="a-1")
+
+        await durable.signal("a-1", "approve", {"by": "ann", "amount": 5})
+        done = await durable.resume("a-1")
+
+        assert (RunStatus.COMPLETED, "ann: 5") == (done.status, done.output)
+
+    async def test_a_payload_that_does_not_fit_is_refused_and_nothing_delivered(self, store):
+        """A mistyped payload is refused at once, naming the wait; the run still waits."""
+        durable = self.approval(store)
+        await durable.start(None, run_id="a-2")
+
+        fits = r"signal .approve. for run a-2 does not fit the WaitForSignal at wait.*Approval"
+        with pytest.raises(sf.SerializationError, match=fits) as info:
+            await durable.signal("a-2", "approve", {"by": "ann"})
+
+        assert ("wait",) == info.value.path
+        assert "signalled" not in [e.kind for e in await store.history("a-2")]
+        assert RunStatus.PAUSED == (await durable.resume("a-2")).status
+
+    async def test_unknown_signal_or_another_flows_run_is_refused(self, store):
+        """A signal the flow never waits for, or a run of another flow: ValueError, named."""
+        durable = self.approval(store)
+        other = Stateful(sf.WaitForSignal("approve", name="w"), store=store, name="other")
+        await durable.start(None, run_id="a-3")
+        await other.start(None, run_id="o-9")
+
+        with pytest.raises(
+            ValueError, match=r"waits for no signal 'aprove' \(it waits for: approve\)"
+        ):
+            await durable.signal("a-3", "aprove", {})
+        with pytest.raises(ValueError, match="run o-9 is a run of 'other', not of 'approval'"):
+            await durable.signal("o-9", "approve", {"by": "x", "amount": 1})
