@@ -179,6 +179,13 @@ def make_parser() -> argparse.ArgumentParser:
     sub.add_argument("run_id", metavar="RUN_ID")
     sub.add_argument("signal", metavar="NAME", help="the signal's name")
     sub.add_argument("payload", metavar="JSON", help="its payload, e.g. '{\"approved\": true}'")
+    sub.add_argument(
+        "--flow",
+        type=target,
+        metavar="MODULE:ATTR",
+        help="check the signal and its payload against this flow's waits first",
+    )
+    sub.add_argument("--name", help="the runs' name, when --flow is not a Stateful")
 
     sub = add(
         runs_commands.add_parser,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from .._core import FlowError
 from ..state import RunStatus, Stateful
 from ._load import CliError, load_flow, load_services
 from ._show import complain, event_data, record_data, record_lines, runs_table, say, timeline
@@ -53,6 +54,9 @@ async def show(session: Session) -> int:
 async def signal(session: Session) -> int:
     """
     Deliver a signal with a JSON payload; the run takes it when it is resumed.
+
+    With ``--flow``, through the flow: a signal it does not wait for, or a
+    payload that does not fit the wait's type, is refused and not delivered.
     """
     args = session.args
     try:
@@ -60,7 +64,16 @@ async def signal(session: Session) -> int:
     except ValueError as exc:
         msg = f"the payload of signal {args.signal!r} is not JSON ({exc}): {args.payload}"
         raise CliError(msg) from exc
-    await session.store.signal(args.run_id, args.signal, payload)
+    if args.flow is None:
+        await session.store.signal(args.run_id, args.signal, payload)
+    else:
+        durable = _durable(session, await session.store.get(args.run_id))
+        try:
+            await durable.signal(args.run_id, args.signal, payload)
+        except FlowError:
+            raise
+        except ValueError as exc:
+            raise CliError(str(exc)) from exc
     say(f"signal {args.signal} delivered to run {args.run_id}")
     return 0
 

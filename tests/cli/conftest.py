@@ -40,7 +40,7 @@ FLOWS = textwrap.dedent(
 
     flow = sf.Compensatable(
         sf.Step(double, compensate=forget, name="double"),
-        sf.WaitForSignal("go", name="go"),
+        sf.WaitForSignal("go", payload_type=int, name="go"),
         sf.Call("limits", "check", name="check"),
         name="calc",
     )

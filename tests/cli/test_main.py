@@ -123,6 +123,41 @@ class TestRunsShow:
 
 
 class TestRunsSignalResumeCancel:
+    @pytest.mark.parametrize(
+        ("argv", "message"),
+        [
+            ("go 'forty' --flow {flows}:durable", "does not fit the WaitForSignal at go"),
+            ("stop 1 --flow {flows}:durable", "waits for no signal 'stop' (it waits for: go)"),
+            ("go 1 --flow {flows}:flow --name other", "not of 'other' (--flow)"),
+        ],
+    )
+    def test_signal_checked_by_the_flow(self, setup, capsys, argv, message):
+        """With --flow a signal or payload the flow cannot take is refused, and not delivered."""
+        argv = argv.replace("{flows}", setup.flows).replace("'forty'", '"forty"').split()
+
+        code, _, err = run(capsys, "--db", setup.url, "runs", "signal", "run-paused", *argv)
+
+        assert (1, True) == (code, message in err)
+        code, out, _ = run(capsys, "--db", setup.url, "runs", "show", "run-paused", "--json")
+        assert "signalled" not in [e["kind"] for e in json.loads(out)["history"]]
+
+    def test_signal_through_the_flow(self, setup, capsys):
+        """With --flow a fitting signal is delivered as without it."""
+        code, out, _ = run(
+            capsys,
+            "--db",
+            setup.url,
+            "runs",
+            "signal",
+            "run-paused",
+            "go",
+            "40",
+            "--flow",
+            f"{setup.flows}:durable",
+        )
+
+        assert (0, "signal go delivered to run run-paused\n") == (code, out)
+
     def test_signal_then_resume(self, setup, capsys):
         """A signal is delivered; resume carries the run on to completion."""
         code, out, _ = run(capsys, "--db", setup.url, "runs", "signal", "run-paused", "go", "40")
