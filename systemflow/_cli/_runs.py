@@ -65,6 +65,9 @@ async def signal(session: Session) -> int:
         msg = f"the payload of signal {args.signal!r} is not JSON ({exc}): {args.payload}"
         raise CliError(msg) from exc
     if args.flow is None:
+        if args.name is not None:
+            msg = "--name goes with --flow: it names the runs of a flow that is not a Stateful"
+            raise CliError(msg)
         await session.store.signal(args.run_id, args.signal, payload)
     else:
         durable = _durable(session, await session.store.get(args.run_id))

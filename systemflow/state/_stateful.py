@@ -29,11 +29,11 @@ from .._core import (
     ServiceNotFound,
     StepFailed,
     check_name,
+    children_of,
     error_fields,
     format_path,
     invoke,
     new_run_id,
-    walk,
 )
 from ..combinators._node import Node, as_flow
 from ..combinators._wait import WaitForSignal
@@ -56,6 +56,7 @@ from ._shape import diff, edge_types, fingerprint, shape
 if TYPE_CHECKING:
     from collections import abc
 
+    from .._core import Path
     from ._model import Event
     from ._store import StateStore
 
@@ -325,30 +326,48 @@ class Stateful(Node[Any, Any]):
             RunNotFound: No such run.
             RunFinished: The run is over.
         """
-        waits = [(path, node) for path, node in walk(self.flow) if isinstance(node, WaitForSignal)]
+        waits = self._own_waits()
         types = [(path, node.payload_type) for path, node in waits if node.signal == signal]
         if not types:
             known = ", ".join(sorted({node.signal for _, node in waits})) or "none"
             msg = f"{self.name!r} waits for no signal {signal!r} (it waits for: {known})"
             raise ValueError(msg)
         codec = Codec.shared()
-        for path, type_ in types:
+        misfits: list[str] = []
+        for path, type_ in types:  # one wait it fits is enough: waits may take it in turn
             try:
                 data = codec.dumps(payload, path=path, run_id=run_id)
                 codec.loads(data, type_, path=path, run_id=run_id)
             except SerializationError as exc:
-                reason = str(exc).rsplit(": ", 1)[-1]
-                msg = (
-                    f"the payload of signal {signal!r} for run {run_id} does not fit the "
-                    f"WaitForSignal at {format_path(path)}, which reads it as "
-                    f"{getattr(type_, '__name__', type_)}: {reason}"
-                )
-                raise SerializationError(msg, path=path, run_id=run_id, type=type_) from exc
+                misfits.append(f"the WaitForSignal at {format_path(path)}: {exc}")
+            else:
+                break
+        else:
+            msg = (
+                f"the payload of signal {signal!r} for run {run_id} fits no wait for it: "
+                + "; ".join(misfits)
+            )
+            raise SerializationError(msg, path=types[0][0], run_id=run_id, type=types[0][1])
         record = await self.store.get(run_id)
         if record.name != self.name:
             msg = f"run {run_id} is a run of {record.name!r}, not of {self.name!r}"
             raise ValueError(msg)
         await self.store.signal(run_id, signal, payload)
+
+    def _own_waits(self) -> list[tuple[Path, WaitForSignal]]:
+        # The signal waits of this run's own tree: a nested Stateful's are its run's.
+        found: list[tuple[Path, WaitForSignal]] = []
+        stack: list[tuple[Path, Any]] = [((), self.flow)]
+        while stack:
+            path, node = stack.pop()
+            if isinstance(node, WaitForSignal):
+                found.append((path, node))
+            if not isinstance(node, Stateful):
+                stack.extend(
+                    (path if seg is None else (*path, seg), child)
+                    for seg, child in children_of(node)
+                )
+        return found
 
     async def cancel(self, run_id: str) -> RunRecord:
         """
@@ -431,9 +450,12 @@ class Stateful(Node[Any, Any]):
             return await self._outcome(record, claim, journal, ctx, value)
         except RunLocked as locked:
             if locked.run_id != record.id:
-                # Another run's lease (a nested run held elsewhere): this one waits.
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self._hand_back(journal, claim, locked, failed=False))
+                # Another run's lease (a nested run another claim is working
+                # on): what completed is stored, and this run keeps its lease
+                # until it expires, so that no one takes it back at once to
+                # meet the same lock again.
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(journal.flush())
                 raise
             # The claim was lost (while running, or at the end): the run was
             # cancelled, or taken over.

@@ -126,9 +126,10 @@ class TestRunsSignalResumeCancel:
     @pytest.mark.parametrize(
         ("argv", "message"),
         [
-            ("go 'forty' --flow {flows}:durable", "does not fit the WaitForSignal at go"),
+            ("go 'forty' --flow {flows}:durable", "fits no wait for it: the WaitForSignal at go"),
             ("stop 1 --flow {flows}:durable", "waits for no signal 'stop' (it waits for: go)"),
             ("go 1 --flow {flows}:flow --name other", "not of 'other' (--flow)"),
+            ("go 1 --name other", "--name goes with --flow"),
         ],
     )
     def test_signal_checked_by_the_flow(self, setup, capsys, argv, message):

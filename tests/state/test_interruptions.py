@@ -283,8 +283,8 @@ async def test_missing_service_in_one_branch_undoes_nothing_in_another(store):
     assert "release" not in log
 
 
-async def test_nested_run_held_elsewhere_hands_the_enclosing_run_back(store):
-    """A nested run another claim holds: RunLocked, and the enclosing run is not left leased."""
+async def test_nested_run_held_elsewhere_leaves_the_enclosing_run_to_its_lease(store):
+    """A nested run another claim holds: RunLocked; the enclosing run waits for its lease."""
     child = Stateful(sf.WaitForSignal("card", name="card"), store=store, name="card")
     parent = Stateful(sf.Sequence(child, name="trip"), store=store, name="trip")
     await parent.start(1, run_id="t-2")
@@ -296,7 +296,10 @@ async def test_nested_run_held_elsewhere_hands_the_enclosing_run_back(store):
         await parent.resume("t-2")
 
     rec = await store.get("t-2")
-    assert (RunStatus.RUNNING, None) == (rec.status, rec.lease_owner)
+    assert RunStatus.RUNNING == rec.status
+    assert rec.lease_owner is not None  # not due again before its lease expires
+    with pytest.raises(sf.RunLocked, match="t-2"):
+        await store.claim_run("t-2", claim=Claim("next", 60), is_dead=lambda _: False)
 
 
 async def test_nested_run_id_taken_by_another_flow_is_refused(store):
@@ -359,7 +362,9 @@ class TestSignalThroughTheFlow:
         durable = self.approval(store)
         await durable.start(None, run_id="a-2")
 
-        fits = r"signal .approve. for run a-2 does not fit the WaitForSignal at wait.*Approval"
+        fits = (
+            r"signal .approve. for run a-2 fits no wait for it: the WaitForSignal at wait.*Approval"
+        )
         with pytest.raises(sf.SerializationError, match=fits) as info:
             await durable.signal("a-2", "approve", {"by": "ann"})
 
@@ -380,3 +385,31 @@ class TestSignalThroughTheFlow:
             await durable.signal("a-3", "aprove", {})
         with pytest.raises(ValueError, match="run o-9 is a run of 'other', not of 'approval'"):
             await durable.signal("o-9", "approve", {"by": "x", "amount": 1})
+
+    async def test_a_payload_that_fits_one_of_several_waits_is_delivered(self, store):
+        """Two waits for one signal, of two types: a payload that fits either is taken."""
+
+        @attrs.frozen
+        class Passport:
+            number: str
+
+        flow = sf.WaitForSignal("doc", payload_type=Approval, name="first") >> sf.WaitForSignal(
+            "doc", payload_type=Passport, name="second"
+        )
+        durable = Stateful(flow, store=store, name="docs")
+        await durable.start(None, run_id="d-1")
+
+        await durable.signal("d-1", "doc", {"by": "ann", "amount": 1})
+        await durable.signal("d-1", "doc", {"number": "X1"})
+        done = await durable.resume("d-1")
+
+        assert (RunStatus.COMPLETED, Passport("X1")) == (done.status, done.output)
+
+    async def test_a_nested_runs_signal_is_not_this_runs(self, store):
+        """A signal only a nested Stateful waits for belongs to its run: refused here."""
+        inner = Stateful(sf.WaitForSignal("card", name="card"), store=store, name="inner")
+        outer = Stateful(sf.Sequence(inner, name="trip"), store=store, name="outer")
+        await outer.start(None, run_id="n-1")
+
+        with pytest.raises(ValueError, match=r"'outer' waits for no signal 'card'"):
+            await outer.signal("n-1", "card", "visa")
