@@ -32,6 +32,7 @@ from .._core import (
     children_of,
     error_fields,
     format_path,
+    interrupts,
     invoke,
     new_run_id,
 )
@@ -506,9 +507,9 @@ class Stateful(Node[Any, Any]):
             return await end(
                 RunStatus.PAUSED, event, wake_at=paused.wake_at, signals=paused.signals
             )
-        except (RunLocked, ServiceNotFound):
-            raise  # not the run's failure: handed back as it is (see _drive)
         except FlowError as failure:
+            if interrupts(failure, True):  # noqa: FBT003 -- this run is durable
+                raise  # not the run's failure: handed back as it is (see _drive)
             fields = json.dumps(error_fields(failure))
             event = NewEvent(RUN_FAILED, failure.path or None, fields)
             return await end(RunStatus.FAILED, event, error=str(failure))
