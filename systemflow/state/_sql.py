@@ -61,7 +61,6 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, final
 
 import sqlalchemy as sa
 from sqlalchemy.pool import StaticPool
-from sqlalchemy.util import greenlet_spawn
 
 from ._lease import check_tenant
 from ._sql_ops import (
@@ -79,7 +78,7 @@ from ._sql_ops import (
     take_signal,
 )
 from ._sql_schema import NOTIFY_CHANNEL, Statements, check_schema, metadata
-from ._sql_tx import EpochMicros, Timestamptz, Tx
+from ._sql_tx import EpochMicros, Timestamptz, Tx, run_on, run_on_async
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -89,6 +88,7 @@ if TYPE_CHECKING:
 
     from .._core import Path
     from ._model import Claim, Event, NewEvent, RunRecord, RunStatus
+    from ._sql_tx import Op
 
 _T = TypeVar("_T")
 
@@ -102,13 +102,18 @@ _SCHEMA_LOCK: Final = zlib.crc32(b"systemflow.state schema")  # pg_advisory_xact
 
 
 class _Driver(Protocol):
-    async def run(self, op: abc.Callable[[Tx], _T], *, atomic: bool, tenant: str | None) -> _T: ...
+    async def run(
+        self, op: abc.Callable[[Tx], Op[_T]], *, atomic: bool, tenant: str | None
+    ) -> _T: ...
 
     def joined(
-        self, connection: sa.Connection, op: abc.Callable[[Tx], _T], tenant: str | None
+        self, connection: sa.Connection, op: abc.Callable[[Tx], Op[_T]], tenant: str | None
     ) -> _T: ...
 
     async def close(self) -> None: ...
+
+    @property
+    def inline(self) -> bool: ...  # operations never await: they block the loop instead
 
 
 @final
@@ -136,20 +141,18 @@ class _SqliteDriver:
         self._cursor = self._connection.cursor()
         return self._cursor
 
-    async def run(self, op: abc.Callable[[Tx], _T], *, atomic: bool, tenant: str | None) -> _T:
+    async def run(self, op: abc.Callable[[Tx], Op[_T]], *, atomic: bool, tenant: str | None) -> _T:
         with self._lock:
             cursor = self._cursor if self._cursor is not None else self._open()
-            tx = Tx(
-                cursor, self._statements, EpochMicros, "sqlite", "BEGIN IMMEDIATE", tenant=tenant
-            )
-            return tx.run(op, atomic=atomic)
+            tx = Tx(self._statements, EpochMicros, "sqlite", "BEGIN IMMEDIATE", tenant=tenant)
+            return run_on(cursor, tx.run(op, atomic=atomic))
 
     def joined(
-        self, connection: sa.Connection, op: abc.Callable[[Tx], _T], tenant: str | None
+        self, connection: sa.Connection, op: abc.Callable[[Tx], Op[_T]], tenant: str | None
     ) -> _T:
         cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        tx = Tx(cursor, self._statements, EpochMicros, "sqlite", "", tenant=tenant, joined=True)
-        return tx.run(op, atomic=False)
+        tx = Tx(self._statements, EpochMicros, "sqlite", "", tenant=tenant, joined=True)
+        return run_on(cursor, tx.run(op, atomic=False))
 
     async def close(self) -> None:
         with self._lock:
@@ -159,21 +162,45 @@ class _SqliteDriver:
                 self._connection = self._cursor = None
             self._engine.dispose()
 
+    @property
+    def inline(self) -> bool:
+        return True
+
 
 @final
 class _PostgresDriver:
     """
-    Strictly private: runs transactions on an asyncio engine's pool (psycopg 3).
+    Strictly private: runs transactions on psycopg 3 connections (SQLAlchemy creates the schema).
+
+    Inline: one synchronous connection, on the caller's thread, like SQLite.
+    Otherwise: asyncio connections, kept in a pool.
     """
 
-    __slots__ = ("_engine", "_ready", "_schema_lock", "_statements")
+    __slots__ = (
+        "_conninfo",
+        "_engine",
+        "_free",
+        "_inline",
+        "_keep",
+        "_lock",
+        "_ready",
+        "_schema_lock",
+        "_slots",
+        "_statements",
+    )
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, conninfo: str, pool_size: int, *, inline: bool) -> None:
         sync = engine.sync_engine
         self._engine = engine
+        self._conninfo = conninfo
         self._statements = Statements(sync.dialect, sync.logger if sync.echo else None)
         self._ready = False
         self._schema_lock = asyncio.Lock()
+        self._inline = inline
+        self._lock = threading.Lock()  # inline: one connection, one transaction at a time
+        self._free: list[Any] = []  # idle connections, the newest last
+        self._keep = 1 if inline else pool_size  # idle connections kept
+        self._slots = asyncio.Semaphore(pool_size + pool_size // 2)  # bursts: half as many more
 
     async def _create_schema(self) -> None:
         async with self._schema_lock:
@@ -187,31 +214,77 @@ class _PostgresDriver:
                     await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})")
                     await conn.run_sync(metadata.create_all, checkfirst=True)
                     await conn.run_sync(check_schema)
+            await self._engine.dispose()  # its connection is not used again
             self._ready = True
 
-    def _call(self, op: abc.Callable[[Tx], _T], atomic: bool, tenant: str | None) -> _T:
-        with self._engine.sync_engine.connect() as conn:
-            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-            tx = Tx(cursor, self._statements, Timestamptz, "postgresql", "BEGIN", tenant=tenant)
-            return tx.run(op, atomic=atomic)
-
-    async def run(self, op: abc.Callable[[Tx], _T], *, atomic: bool, tenant: str | None) -> _T:
+    async def run(self, op: abc.Callable[[Tx], Op[_T]], *, atomic: bool, tenant: str | None) -> _T:
         if not self._ready:
             await self._create_schema()
-        # The whole operation, checkout and return of the connection included,
-        # in one greenlet: each await of the asyncio engine's own API is a
-        # greenlet switch (connect, run_sync and close would be three).
-        return await greenlet_spawn(self._call, op, atomic, tenant)
+        tx = Tx(self._statements, Timestamptz, "postgresql", "BEGIN", tenant=tenant)
+        if self._inline:
+            with self._lock:
+                conn = self._free.pop() if self._free else self._connect()
+                try:
+                    return run_on(conn.cursor(), tx.run(op, atomic=atomic))
+                finally:
+                    self._put_back(conn, settled=True)
+        async with self._slots:
+            conn = self._free.pop() if self._free else await self._connect_async()
+            settled = False  # the operation ended on its own: the connection is as it was
+            try:
+                result = await run_on_async(conn.cursor(), tx.run(op, atomic=atomic))
+            except Exception:
+                settled = True
+                raise
+            else:
+                settled = True
+            finally:
+                self._put_back(conn, settled=settled)
+            return result
+
+    def _connect(self) -> Any:
+        import psycopg  # noqa: PLC0415 -- only with PostgreSQL
+
+        conn = psycopg.connect(self._conninfo, autocommit=True)
+        # A row another transaction holds is waited for 5 s at most, as SQLite's
+        # busy_timeout: the loop is blocked meanwhile.
+        conn.execute(f"SET lock_timeout = {_BUSY_TIMEOUT_MS}")
+        return conn
+
+    async def _connect_async(self) -> Any:
+        import psycopg  # noqa: PLC0415 -- only with PostgreSQL
+
+        return await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+
+    def _put_back(self, conn: Any, *, settled: bool) -> None:
+        from psycopg.pq import TransactionStatus  # noqa: PLC0415 -- only with PostgreSQL
+
+        idle = not conn.closed and conn.info.transaction_status == TransactionStatus.IDLE
+        if settled and idle and len(self._free) < self._keep:
+            self._free.append(conn)
+        else:
+            # A cancelled query, a broken connection, one too many: close it now
+            # (synchronously: this may run in a task that is being cancelled).
+            conn.pgconn.finish()
 
     def joined(
-        self, connection: sa.Connection, op: abc.Callable[[Tx], _T], tenant: str | None
+        self, connection: sa.Connection, op: abc.Callable[[Tx], Op[_T]], tenant: str | None
     ) -> _T:
         cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        tx = Tx(cursor, self._statements, Timestamptz, "postgresql", "", tenant=tenant, joined=True)
-        return tx.run(op, atomic=False)
+        tx = Tx(self._statements, Timestamptz, "postgresql", "", tenant=tenant, joined=True)
+        return run_on(cursor, tx.run(op, atomic=False))
 
     async def close(self) -> None:
+        free, self._free = self._free, []
+        for conn in free:
+            closed = conn.close()
+            if closed is not None:  # an AsyncConnection's close is a coroutine
+                await closed
         await self._engine.dispose()
+
+    @property
+    def inline(self) -> bool:
+        return self._inline
 
 
 # -- the store ----------------------------------------------------------------------
@@ -227,9 +300,11 @@ class SqlStateStore:
     time, and the others get ``RunLocked``.
 
     On SQLite the store works on one connection, on the calling thread (a
-    write waits up to 5 s for another process's). On PostgreSQL it keeps a
-    pool of asyncio connections, which belong to the event loop that opened
-    them: use a store from one loop, or ``close`` it before another.
+    write waits up to 5 s for another process's). On PostgreSQL it works
+    *inline* like that when the server is on this host (see ``inline``), and
+    otherwise keeps a pool of asyncio connections, which belong to the event
+    loop that opened them: use a store from one loop, or ``close`` it before
+    another.
 
     Args:
         url: A SQLAlchemy URL: ``sqlite:///path/to/file`` or
@@ -239,12 +314,23 @@ class SqlStateStore:
             ``FULL``, ``EXTRA``). ``NORMAL`` in WAL mode never corrupts the file;
             a power loss may undo the last commits. Ignored by PostgreSQL.
         echo: Log every statement (SQLAlchemy's ``echo``).
-        pool_size: PostgreSQL: how many connections to keep open (opened as
-            needed; half as many more may be opened for bursts). A ``Worker``
-            needs one per run in flight, plus one. Ignored by SQLite.
+        pool_size: PostgreSQL, not inline: how many connections to keep open
+            (opened as needed; half as many more may be opened for bursts). A
+            ``Worker`` needs one per run in flight, plus one. Ignored otherwise.
+        inline: PostgreSQL: run each operation on one synchronous connection,
+            on the calling thread, blocking the event loop for its round trips
+            (a checkpoint is one), as SQLite always does; a row lock is waited
+            for 5 s at most. It saves the asyncio machinery, about 75 µs of CPU
+            per round trip, which is most of a checkpoint when the server is
+            near; operations of concurrent runs then take turns. ``None`` (the
+            default): inline when the server is on this host (a Unix socket,
+            ``localhost``, ``127.0.0.1`` or ``::1``). Set ``False`` when round
+            trips are long or many runs share a process; see the performance
+            page of the docs.
 
     Raises:
-        ValueError: The URL names another database, or ``synchronous`` is unknown.
+        ValueError: The URL names another database, ``synchronous`` is unknown,
+            or ``inline`` is asked of SQLite.
 
     .. versionadded:: 0.1.0
     """
@@ -256,6 +342,7 @@ class SqlStateStore:
         synchronous: str = "NORMAL",
         echo: bool = False,
         pool_size: int = 20,
+        inline: bool | None = None,
     ) -> None:
         if url is None:
             url = f"sqlite:///{FilePath.cwd() / _DEFAULT_FILE}"
@@ -264,20 +351,22 @@ class SqlStateStore:
         backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
         self._driver: _Driver
         if backend == "sqlite" and driver == "pysqlite":
+            if inline is False:
+                msg = "SqlStateStore(inline=False) is for PostgreSQL: SQLite always runs inline"
+                raise ValueError(msg)
             self._driver = _SqliteDriver(_sqlite_engine(parsed, synchronous, echo))
         elif backend == "postgresql" and (driver == "psycopg" or parsed.drivername == backend):
             from sqlalchemy.ext.asyncio import create_async_engine  # noqa: PLC0415 -- optional
 
-            engine = create_async_engine(
-                parsed.set(drivername="postgresql+psycopg"),
-                echo=echo,
-                isolation_level="AUTOCOMMIT",  # transactions are explicit, as on SQLite
-                # Opened as needed and kept: a connection opened per operation
-                # (a new server process) costs more than the operation.
-                pool_size=pool_size,
-                max_overflow=pool_size // 2,
+            engine = create_async_engine(parsed.set(drivername="postgresql+psycopg"), echo=echo)
+            # Connections are opened as needed and kept: a connection opened per
+            # operation (a new server process) costs more than the operation.
+            self._driver = _PostgresDriver(
+                engine,
+                self._conninfo(),
+                pool_size,
+                inline=_is_local(parsed) if inline is None else inline,
             )
-            self._driver = _PostgresDriver(engine)
         else:
             msg = (
                 f"SqlStateStore needs a sqlite:/// or postgresql+psycopg:// URL, "
@@ -292,9 +381,9 @@ class SqlStateStore:
     @property
     def writes_inline(self) -> bool:
         """
-        True on SQLite: its driver is synchronous, so writes never wait on the event loop.
+        True when operations run inline (SQLite; PostgreSQL, see ``inline``): they never await.
         """
-        return isinstance(self._driver, _SqliteDriver)
+        return self._driver.inline
 
     def __repr__(self) -> str:
         url = self._url.render_as_string(hide_password=True)
@@ -323,7 +412,11 @@ class SqlStateStore:
         scoped._listener = None  # noqa: SLF001
         return scoped
 
-    async def _run(self, op: abc.Callable[[Tx], _T], *, atomic: bool) -> _T:
+    def _conninfo(self) -> str:
+        # The URL as libpq takes it (PostgreSQL): postgresql://user:password@host/db?...
+        return self._url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+    async def _run(self, op: abc.Callable[[Tx], Op[_T]], *, atomic: bool) -> _T:
         return await self._driver.run(op, atomic=atomic, tenant=self._tenant)
 
     async def create_run(
@@ -390,7 +483,7 @@ class SqlStateStore:
             )
             raise ValueError(msg)
 
-        def op(tx: Tx) -> RunRecord:
+        def op(tx: Tx) -> Op[RunRecord]:
             return create_run(
                 tx,
                 run_id=run_id,
@@ -527,9 +620,8 @@ class SqlStateStore:
 
         try:
             if self._listener is None:
-                url = self._url.set(drivername="postgresql").render_as_string(hide_password=False)
                 listener = await psycopg.AsyncConnection.connect(
-                    url, autocommit=True, connect_timeout=_LISTEN_CONNECT_SECONDS
+                    self._conninfo(), autocommit=True, connect_timeout=_LISTEN_CONNECT_SECONDS
                 )
                 try:
                     await listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
@@ -626,6 +718,20 @@ class SqlStateStore:
             await self._listener.close()
             self._listener = None
         await self._driver.close()
+
+
+_LOCAL_HOSTS: Final = frozenset({"", "localhost", "127.0.0.1", "::1"})
+
+
+def _is_local(url: sa.URL) -> bool:
+    # libpq's host: the URL's, or a host= parameter; none (or a directory,
+    # "/...") is a Unix socket. Several hosts: local only if all are.
+    hosts = [url.host or ""]
+    query_host = url.query.get("host")
+    if query_host is not None:
+        texts = query_host if isinstance(query_host, tuple) else (query_host,)
+        hosts = [host for text in texts for host in text.split(",")]
+    return all(host in _LOCAL_HOSTS or host.startswith("/") for host in hosts)
 
 
 def _aware(value: dt.datetime, what: str) -> dt.datetime:

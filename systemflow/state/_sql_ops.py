@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 
     from .._core import Path
     from ._model import Claim
-    from ._sql_tx import Tx
+    from ._sql_tx import Op, Tx
 
 _MAX_BATCH: Final = 100  # events per INSERT; a bigger append takes several, in one transaction
 _EVENT_PARAMS: Final = [(f"kind_{i}", f"path_{i}", f"data_{i}") for i in range(_MAX_BATCH)]
@@ -76,7 +76,7 @@ def create_run(
     fingerprint: str,
     claim: Claim | None,
     started_data: str | None,
-) -> RunRecord:
+) -> Op[RunRecord]:
     now = _now()
     expires = None if claim is None else claim.expires(now)
     status = RunStatus.PENDING if claim is None else RunStatus.RUNNING
@@ -90,14 +90,16 @@ def create_run(
     }
     data = started_data or input_json
     if tx.dialect == "postgresql" and claim is not None:  # one statement, one round trip
-        created = bool(tx.rows(insert_run_started, params | {"kind": STARTED, "data": data}))
+        created = bool(
+            (yield from tx.rows(insert_run_started, params | {"kind": STARTED, "data": data}))
+        )
     else:
-        tx.begin()
-        created = bool(tx.count(insert_run, params, tx.dialect))
+        yield from tx.begin()
+        created = bool((yield from tx.count(insert_run, params, tx.dialect)))
         if created:
-            tx.insert_event(run_id, NewEvent(STARTED, data=data), now)
+            yield from tx.insert_event(run_id, NewEvent(STARTED, data=data), now)
             if claim is None:
-                notify(tx, name)
+                yield from notify(tx, name)
     if not created:
         msg = f"a run with id {run_id!r} exists"
         raise RunExists(msg, run_id=run_id)
@@ -131,40 +133,41 @@ def run_params(
     }
 
 
-def notify(tx: Tx, name: str) -> None:
+def notify(tx: Tx, name: str) -> Op[None]:
     """
     Tell listening workers (PostgreSQL ``NOTIFY``, sent on commit) that a run of ``name`` is due.
     """
     if tx.dialect == "postgresql":
-        tx.rows(notify_workers, {"name": name})
+        yield from tx.rows(notify_workers, {"name": name})
 
 
 def claim_due(
     tx: Tx, flows: abc.Mapping[str, str], claims: abc.Sequence[Claim], max_attempts: int
-) -> list[tuple[Claim, RunRecord, list[Event]]]:
-    tx.begin()
+) -> Op[list[tuple[Claim, RunRecord, list[Event]]]]:
+    yield from tx.begin()
     now = _now()
     params: dict[str, Any] = {"now": tx.dump(now), "limit": len(claims)}
     for i, (name, fingerprint) in enumerate(sorted(flows.items())):
         params |= {f"name_{i}": name, f"fingerprint_{i}": fingerprint}
     chosen: list[tuple[str, int, Claim]] = []
-    for (run_id, version, attempts), claim in zip(
-        tx.rows(due_runs, params, len(flows)), claims, strict=False
-    ):
+    due = yield from tx.rows(due_runs, params, len(flows))
+    for (run_id, version, attempts), claim in zip(due, claims, strict=False):
         if attempts >= max_attempts:
-            _abandon(tx, run_id, attempts, now)
+            yield from _abandon(tx, run_id, attempts, now)
         else:
             chosen.append((run_id, version, claim))
     if tx.dialect == "postgresql" and chosen:
-        return _take_over_all(tx, chosen, now)
-    return [
-        (claim, *_take_over(tx, run_id, version, claim, now)) for run_id, version, claim in chosen
-    ]
+        return (yield from _take_over_all(tx, chosen, now))
+    claimed = []
+    for run_id, version, claim in chosen:
+        record, events = yield from _take_over(tx, run_id, version, claim, now)
+        claimed.append((claim, record, events))
+    return claimed
 
 
 def _take_over_all(
     tx: Tx, chosen: abc.Sequence[tuple[str, int, Claim]], now: dt.datetime
-) -> list[tuple[Claim, RunRecord, list[Event]]]:
+) -> Op[list[tuple[Claim, RunRecord, list[Event]]]]:
     # PostgreSQL: the runs, their resumed events and their histories in two
     # statements, whatever their number (the rows are locked by due_runs).
     ids = [run_id for run_id, _, _ in chosen]
@@ -177,9 +180,10 @@ def _take_over_all(
         "kind": RESUMED,
         "now": tx.dump(now),
     }
-    taken = {row[8]: row for row in tx.rows(take_over_all, params)}  # by lease owner
+    rows = yield from tx.rows(take_over_all, params)
+    taken = {row[8]: row for row in rows}  # by lease owner
     histories: dict[str, list[Event]] = {run_id: [] for run_id in ids}
-    for row in tx.rows(get_histories, {"ids": ids}):
+    for row in (yield from tx.rows(get_histories, {"ids": ids})):
         histories[row[1]].append(tx.event(row))
     claimed = []
     for run_id, _, claim in chosen:
@@ -194,16 +198,16 @@ def _take_over_all(
     return claimed
 
 
-def _abandon(tx: Tx, run_id: str, attempts: int, now: dt.datetime) -> None:
+def _abandon(tx: Tx, run_id: str, attempts: int, now: dt.datetime) -> Op[None]:
     error, data = abandoned(run_id, attempts)
     params = {"run_id": run_id, "failed": RunStatus.FAILED.value, "error": error}
-    tx.count(fail_run, params | {"now": tx.dump(now)})
-    tx.insert_event(run_id, NewEvent(ABANDONED, data=data), now)
+    yield from tx.count(fail_run, params | {"now": tx.dump(now)})
+    yield from tx.insert_event(run_id, NewEvent(ABANDONED, data=data), now)
 
 
 def _take_over(
     tx: Tx, run_id: str, version: int, claim: Claim, now: dt.datetime
-) -> tuple[RunRecord, list[Event]]:
+) -> Op[tuple[RunRecord, list[Event]]]:
     params = {
         "run_id": run_id,
         "version": version,
@@ -212,18 +216,19 @@ def _take_over(
         "expires": tx.dump(claim.expires(now)),
         "now": tx.dump(now),
     }
-    if not tx.count(take_over, params):
+    if not (yield from tx.count(take_over, params)):
         msg = f"run {run_id} was claimed by another claim at the same time"
         raise RunLocked(msg, run_id=run_id)
-    tx.insert_event(run_id, NewEvent(RESUMED), now)
-    record = tx.get_record(run_id)
-    return record, [tx.event(row) for row in tx.rows(get_history, {"run_id": run_id})]
+    yield from tx.insert_event(run_id, NewEvent(RESUMED), now)
+    record = yield from tx.get_record(run_id)
+    rows = yield from tx.rows(get_history, {"run_id": run_id})
+    return record, [tx.event(row) for row in rows]
 
 
 def claim_run(
     tx: Tx, run_id: str, claim: Claim, is_dead: abc.Callable[[str], bool]
-) -> tuple[RunRecord, list[Event]]:
-    rows = tx.rows(get_lease, {"run_id": run_id})
+) -> Op[tuple[RunRecord, list[Event]]]:
+    rows = yield from tx.rows(get_lease, {"run_id": run_id})
     if not rows:
         raise not_found(run_id)
     status_text, version, owner, expires_value = rows[0]
@@ -242,12 +247,12 @@ def claim_run(
     ):
         msg = f"run {run_id} is held by {owner} until {expires}"
         raise RunLocked(msg, run_id=run_id)
-    return _take_over(tx, run_id, version, claim, now)
+    return (yield from _take_over(tx, run_id, version, claim, now))
 
 
-def append(tx: Tx, run_id: str, events: abc.Sequence[NewEvent], claim: Claim) -> list[int]:
+def append(tx: Tx, run_id: str, events: abc.Sequence[NewEvent], claim: Claim) -> Op[list[int]]:
     if not events:
-        heartbeat(tx, run_id, claim)
+        yield from heartbeat(tx, run_id, claim)
         return []
     now = _now()
     expires = claim.expires(now)
@@ -255,7 +260,7 @@ def append(tx: Tx, run_id: str, events: abc.Sequence[NewEvent], claim: Claim) ->
     renew_after = tx.dump(now + (expires - now) / 2)
     seqs: list[int] = []
     if len(events) > _MAX_BATCH:
-        tx.begin()  # several statements, one append
+        yield from tx.begin()  # several statements, one append
     for start in range(0, len(events), _MAX_BATCH):
         batch = events[start : start + _MAX_BATCH]
         params = {
@@ -266,31 +271,33 @@ def append(tx: Tx, run_id: str, events: abc.Sequence[NewEvent], claim: Claim) ->
             "renew_after": renew_after,
         }
         params |= event_params(batch)
-        added = tx.inserted(append_events, params, len(batch))
+        added = yield from tx.inserted(append_events, params, len(batch))
         if not added:
-            tx.begin()  # renew, then insert again: together or not at all
+            yield from tx.begin()  # renew, then insert again: together or not at all
             renewed = tx.dump(expires)
             held = {"run_id": run_id, "owner": claim.owner, "running": _RUNNING}
-            if not tx.count(renew_lease, held | {"expires": renewed}):
-                raise tx.not_held(run_id)
+            if not (yield from tx.count(renew_lease, held | {"expires": renewed})):
+                raise (yield from tx.not_held(run_id))
             renew_after = params["renew_after"] = renewed
-            added = tx.inserted(append_events, params, len(batch))
+            added = yield from tx.inserted(append_events, params, len(batch))
         seqs += added  # ascending seqs are the events' order
     return seqs
 
 
-def take_signal(tx: Tx, run_id: str, signal: str, path: Path, claim: Claim) -> Event | None:
-    rows = tx.rows(lock_run, {"run_id": run_id})
+def take_signal(tx: Tx, run_id: str, signal: str, path: Path, claim: Claim) -> Op[Event | None]:
+    rows = yield from tx.rows(lock_run, {"run_id": run_id})
     if not rows:
         raise not_found(run_id)
     if rows[0][1] != claim.owner or rows[0][0] != _RUNNING:
-        raise tx.not_held(run_id)
+        raise (yield from tx.not_held(run_id))
     now = _now()
-    taken = tx.rows(consume_signal, {"run_id": run_id, "name": signal, "now": tx.dump(now)})
+    taken = yield from tx.rows(
+        consume_signal, {"run_id": run_id, "name": signal, "now": tx.dump(now)}
+    )
     if not taken:
         return None
     payload: str = taken[0][0]
-    seq = tx.insert_event(run_id, NewEvent(SIGNAL, path, payload), now)
+    seq = yield from tx.insert_event(run_id, NewEvent(SIGNAL, path, payload), now)
     return Event(seq, run_id, SIGNAL, path, payload, now)
 
 
@@ -306,7 +313,7 @@ def finish(
     wake_at: dt.datetime | None,
     signals: abc.Collection[str],
     events: abc.Sequence[NewEvent],
-) -> RunRecord:
+) -> Op[RunRecord]:
     now = _now()
     params = {
         "run_id": run_id,
@@ -321,26 +328,28 @@ def finish(
     written = [*events, event]
     if tx.dialect == "postgresql" and status is not RunStatus.PAUSED and len(written) <= _MAX_BATCH:
         # One statement: one round trip, no transaction.
-        rows = tx.rows(finish_run_with_events, params | event_params(written), len(written))
+        rows = yield from tx.rows(
+            finish_run_with_events, params | event_params(written), len(written)
+        )
         if not rows:
-            raise tx.not_held(run_id)
+            raise (yield from tx.not_held(run_id))
         record = tx.record(rows[0])
     else:
-        tx.begin()
-        rows = tx.rows(finish_run, params)
+        yield from tx.begin()
+        rows = yield from tx.rows(finish_run, params)
         if not rows:
-            raise tx.not_held(run_id)
+            raise (yield from tx.not_held(run_id))
         record = tx.record(rows[0])
         # A statement of its own, after the row is locked: on PostgreSQL it then
         # sees every signal committed before (see ``deliver_signal``).
         if status is RunStatus.PAUSED and signals:
             awaited = {f"signal_{i}": name for i, name in enumerate(sorted(signals))}
             woken = {"run_id": run_id, "now": tx.dump(now)} | awaited
-            if tx.count(wake_if_signalled, woken, len(awaited)):
+            if (yield from tx.count(wake_if_signalled, woken, len(awaited))):
                 record = attrs.evolve(record, wake_at=now)
-                notify(tx, record.name)
+                yield from notify(tx, record.name)
         for new in written:
-            tx.insert_event(run_id, new, now)
+            yield from tx.insert_event(run_id, new, now)
     path = next((new.path for new in reversed(written) if new.path is not None), None)
     if path is not None:  # the newest event with a path, as get() would read it
         record = attrs.evolve(record, current_path=path)
@@ -359,28 +368,28 @@ def event_params(events: abc.Sequence[NewEvent]) -> dict[str, Any]:
     return params
 
 
-def heartbeat(tx: Tx, run_id: str, claim: Claim) -> None:
+def heartbeat(tx: Tx, run_id: str, claim: Claim) -> Op[None]:
     params = {
         "run_id": run_id,
         "owner": claim.owner,
         "running": _RUNNING,
         "expires": tx.dump(claim.expires(_now())),
     }
-    if not tx.count(renew_lease, params):
-        raise tx.not_held(run_id)
+    if not (yield from tx.count(renew_lease, params)):
+        raise (yield from tx.not_held(run_id))
 
 
-def release_run(tx: Tx, run_id: str, claim: Claim, *, failed: bool) -> None:
+def release_run(tx: Tx, run_id: str, claim: Claim, *, failed: bool) -> Op[None]:
     params = {"run_id": run_id, "owner": claim.owner, "now": tx.dump(_now()), "failed": failed}
-    released = tx.rows(release, params)
+    released = yield from tx.rows(release, params)
     if released:
-        notify(tx, released[0][0])  # another worker may take it at once
-    elif not tx.rows(get_status, {"run_id": run_id}):
+        yield from notify(tx, released[0][0])  # another worker may take it at once
+    elif not (yield from tx.rows(get_status, {"run_id": run_id})):
         raise not_found(run_id)
 
 
-def deliver_signal(tx: Tx, run_id: str, signal: str, payload: Any) -> None:
-    rows = tx.rows(lock_run, {"run_id": run_id})
+def deliver_signal(tx: Tx, run_id: str, signal: str, payload: Any) -> Op[None]:
+    rows = yield from tx.rows(lock_run, {"run_id": run_id})
     if not rows:
         raise not_found(run_id)
     status = load_status(run_id, rows[0][0])
@@ -390,14 +399,16 @@ def deliver_signal(tx: Tx, run_id: str, signal: str, payload: Any) -> None:
     data = encode_payload(run_id, signal, payload)
     now = _now()
     params = {"run_id": run_id, "name": signal, "payload": data, "now": tx.dump(now)}
-    tx.count(insert_signal, params)
-    tx.insert_event(run_id, NewEvent(SIGNALLED, data=json.dumps({"signal": signal})), now)
+    yield from tx.count(insert_signal, params)
+    yield from tx.insert_event(
+        run_id, NewEvent(SIGNALLED, data=json.dumps({"signal": signal})), now
+    )
     if status is RunStatus.PAUSED:
-        tx.count(wake, {"run_id": run_id, "now": tx.dump(now)})
-        notify(tx, rows[0][2])
+        yield from tx.count(wake, {"run_id": run_id, "now": tx.dump(now)})
+        yield from notify(tx, rows[0][2])
 
 
-def cancel(tx: Tx, run_id: str) -> RunRecord:
+def cancel(tx: Tx, run_id: str) -> Op[RunRecord]:
     now = _now()
     params = {
         "run_id": run_id,
@@ -407,22 +418,25 @@ def cancel(tx: Tx, run_id: str) -> RunRecord:
         "running": _RUNNING,
         "paused": RunStatus.PAUSED.value,
     }
-    if tx.count(cancel_run, params):
-        tx.insert_event(run_id, NewEvent(CANCELLED), now)
-    return tx.get_record(run_id)
+    if (yield from tx.count(cancel_run, params)):
+        yield from tx.insert_event(run_id, NewEvent(CANCELLED), now)
+    return (yield from tx.get_record(run_id))
 
 
-def history(tx: Tx, run_id: str) -> list[Event]:
-    if not tx.rows(get_status, {"run_id": run_id}):  # also: another tenant's run
+def history(tx: Tx, run_id: str) -> Op[list[Event]]:
+    if not (yield from tx.rows(get_status, {"run_id": run_id})):  # also: another tenant's run
         raise not_found(run_id)
-    return [tx.event(row) for row in tx.rows(get_history, {"run_id": run_id})]
+    rows = yield from tx.rows(get_history, {"run_id": run_id})
+    return [tx.event(row) for row in rows]
 
 
-def list_runs(tx: Tx, name: str | None, status: RunStatus | None, limit: int) -> list[RunRecord]:
+def list_runs(
+    tx: Tx, name: str | None, status: RunStatus | None, limit: int
+) -> Op[list[RunRecord]]:
     params: dict[str, Any] = {"limit": limit}
     if name is not None:
         params["name"] = name
     if status is not None:
         params["status"] = status.value
-    rows = tx.rows(list_records, params, name is not None, status is not None)
+    rows = yield from tx.rows(list_records, params, name is not None, status is not None)
     return [tx.record(row) for row in rows]

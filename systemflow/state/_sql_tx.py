@@ -1,9 +1,11 @@
 """
-One operation of ``SqlStateStore`` on its driver's DBAPI cursor: ``Tx``.
+One operation of ``SqlStateStore``, sans I/O: ``Tx``, and the two loops that run it.
 
-It runs the compiled statements of ``_sql_schema``, converts values between
-Python and the database (instants, paths, JSON), and reads rows into records
-and events.
+An operation yields the compiled statements of ``_sql_schema`` as ``Query``
+objects and is sent their results; ``Tx`` converts values between Python and
+the database (instants, paths, JSON) and reads rows into records and events.
+``run_on`` runs an operation on a DBAPI cursor (SQLite, or the caller's own
+connection); ``run_on_async`` awaits each query on a psycopg ``AsyncCursor``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import contextlib
 import datetime as dt
 import functools
 import json
-from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, final
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeAlias, TypeVar, final
 
 from .._core import RunLocked, RunNotFound, SerializationError
 from ._model import Event, RunRecord, RunStatus
@@ -114,11 +116,37 @@ class Timestamptz:
 
 # -- one transaction --------------------------------------------------------------
 
+ROWS: Final = 0  # Query.want: the rows
+COUNT: Final = 1  # the number of rows changed
+NOTHING: Final = 2  # nothing (BEGIN, COMMIT, ROLLBACK)
+
+
+@final
+class Query:
+    """
+    Strictly private: one statement for a driver to run, and what to send back.
+    """
+
+    __slots__ = ("params", "sql", "want")
+
+    def __init__(self, sql: str, params: dict[str, Any] | None, want: int) -> None:
+        self.sql = sql
+        self.params = params
+        self.want = want  # ROWS, COUNT or NOTHING
+
+
+# An operation, sans I/O: a generator that yields the queries to run and is
+# sent each one's result (a list of rows, a row count, or None); a driver's
+# error is thrown in at the yield. Its return value is the operation's result.
+# One code path serves both drivers: SQLite runs the queries on its thread,
+# PostgreSQL awaits them on psycopg's asyncio connection (no greenlets).
+Op: TypeAlias = "abc.Generator[Query, Any, _T]"
+
 
 @final
 class Tx:
     """
-    Strictly private: one operation of a store, on its driver's DBAPI cursor.
+    Strictly private: one operation of a store, as the queries it runs.
 
     The connection is in autocommit mode: a statement alone is a transaction
     of its own, and ``begin`` starts one that spans several.
@@ -126,7 +154,6 @@ class Tx:
 
     __slots__ = (
         "_begin",
-        "_cursor",
         "_joined",
         "_open",
         "_statements",
@@ -137,7 +164,6 @@ class Tx:
 
     def __init__(
         self,
-        cursor: Any,
         statements: Statements,
         instants: _Instants,
         dialect: str,
@@ -148,90 +174,97 @@ class Tx:
     ) -> None:
         self.tenant = tenant  # every statement sees this tenant's runs only (None: all)
         self._joined = joined  # in the caller's transaction: never begin, commit or roll back
-        self._cursor = cursor
         self._statements = statements
         self._begin = begin  # BEGIN IMMEDIATE on SQLite: writers queue up at the start
         self._open = False
         self.instants = instants
         self.dialect = dialect
 
-    def _command(self, sql: str) -> None:
+    def _command(self, sql: str) -> Op[None]:
         self._statements.log(sql, {})
-        self._cursor.execute(sql)
+        yield Query(sql, None, NOTHING)
 
-    def begin(self) -> None:
+    def begin(self) -> Op[None]:
         """
         Start a transaction: what follows, up to the commit, is atomic.
         """
         if not self._open and not self._joined:
-            self._command(self._begin)
             self._open = True
+            yield from self._command(self._begin)
 
-    def commit(self) -> None:
+    def commit(self) -> Op[None]:
         """
         Commit the transaction, if one is open.
         """
         if self._open:
             self._open = False
-            self._command("COMMIT")
+            yield from self._command("COMMIT")
 
-    def rollback(self) -> None:
+    def rollback(self) -> Op[None]:
         """
         Roll the transaction back, if one is open; errors are left to the caller's own.
         """
         if self._open:
             self._open = False
             with contextlib.suppress(Exception):  # the database may have rolled back already
-                self._command("ROLLBACK")
+                yield from self._command("ROLLBACK")
 
-    def run(self, op: abc.Callable[[Tx], _T], *, atomic: bool) -> _T:
+    def run(self, op: abc.Callable[[Tx], Op[_T]], *, atomic: bool) -> Op[_T]:
         """
         Run an operation, in one transaction if ``atomic``; roll back if it fails.
+
+        A driver that gives up on its connection (a cancelled query) closes the
+        generator: nothing more is sent on that connection.
         """
         if atomic:
-            self.begin()
+            yield from self.begin()
         try:
-            result = op(self)
-            self.commit()
+            result = yield from op(self)
+            yield from self.commit()
+        except GeneratorExit:
+            raise
         except BaseException:
-            self.rollback()
+            yield from self.rollback()
             raise
         return result
 
-    def _execute(
-        self, build: abc.Callable[..., ClauseElement], params: dict[str, Any], args: tuple[Any, ...]
-    ) -> Any:
+    def _query(
+        self,
+        build: abc.Callable[..., ClauseElement],
+        params: dict[str, Any],
+        args: tuple[Any, ...],
+        want: int,
+    ) -> Query:
         sql, defaults = self._statements.get(build, args)
         params = {**defaults, **params, "tenant": self.tenant}
         self._statements.log(sql, params)
-        cursor = self._cursor
-        cursor.execute(sql, params)
-        return cursor
+        return Query(sql, params, want)
 
     def rows(
         self, build: abc.Callable[..., ClauseElement], params: dict[str, Any], *args: Any
-    ) -> list[Any]:
+    ) -> Op[list[Any]]:
         """
         Run a statement; return its rows.
         """
-        return list(self._execute(build, params, args).fetchall())
+        rows: list[Any] = yield self._query(build, params, args, ROWS)
+        return rows
 
     def inserted(
         self, build: abc.Callable[..., ClauseElement], params: dict[str, Any], *args: Any
-    ) -> list[int]:
+    ) -> Op[list[int]]:
         """
         Run an ``INSERT ... RETURNING seq`` built as ``build(*args, dialect)``; return the seqs.
         """
-        rows = self._execute(build, params, (*args, self.dialect)).fetchall()
+        rows = yield from self.rows(build, params, *args, self.dialect)
         return sorted(row[0] for row in rows)  # ascending seqs are the events' order
 
     def count(
         self, build: abc.Callable[..., ClauseElement], params: dict[str, Any], *args: Any
-    ) -> int:
+    ) -> Op[int]:
         """
         Run a statement; return how many rows it changed.
         """
-        rowcount: int = self._execute(build, params, args).rowcount
+        rowcount: int = yield self._query(build, params, args, COUNT)
         return rowcount
 
     def dump(self, value: dt.datetime | None) -> Any:
@@ -289,7 +322,7 @@ class Tx:
         at = self.instant(run_id, f"events.at (seq {seq})", at)
         return Event(seq, run_id, kind, _load_path(run_id, column, path), data, at)
 
-    def insert_event(self, run_id: str, event: NewEvent, at: dt.datetime) -> int:
+    def insert_event(self, run_id: str, event: NewEvent, at: dt.datetime) -> Op[int]:
         """
         Append one event whatever holds the run; return its sequence number.
         """
@@ -300,28 +333,81 @@ class Tx:
             "data": event.data,
             "at": self.instants.dump(at),
         }
-        seq: int = self.rows(insert_event, params, self.dialect)[0][0]
+        rows = yield from self.rows(insert_event, params, self.dialect)
+        seq: int = rows[0][0]
         return seq
 
-    def get_record(self, run_id: str) -> RunRecord:
+    def get_record(self, run_id: str) -> Op[RunRecord]:
         """
         Return a run's record.
         """
-        rows = self.rows(get_record, {"run_id": run_id})
+        rows = yield from self.rows(get_record, {"run_id": run_id})
         if not rows:
             raise not_found(run_id)
         return self.record(rows[0])
 
-    def not_held(self, run_id: str) -> FlowError:
+    def not_held(self, run_id: str) -> Op[FlowError]:
         """
         Return the error for a claim that does not hold ``run_id`` (it may not exist).
         """
-        rows = self.rows(get_status, {"run_id": run_id})
+        rows = yield from self.rows(get_status, {"run_id": run_id})
         if not rows:
             return not_found(run_id)
         status = load_status(run_id, rows[0][0])
         msg = f"run {run_id} is no longer held by this claim ({status.value})"
         return RunLocked(msg, run_id=run_id)
+
+
+# -- the loops that run an operation -----------------------------------------------
+
+
+def _result(cursor: Any, query: Query) -> Any:
+    if query.want == ROWS:
+        return cursor.fetchall()
+    return cursor.rowcount if query.want == COUNT else None
+
+
+def run_on(cursor: Any, op: Op[_T]) -> _T:
+    """
+    Run an operation on a DBAPI cursor, on this thread; any error is thrown into it.
+    """
+    try:
+        query = next(op)
+        while True:
+            try:
+                cursor.execute(query.sql, query.params or ())
+                result = _result(cursor, query)
+            except BaseException as exc:  # noqa: BLE001 -- rolled back even on Ctrl-C, then re-raised
+                query = op.throw(exc)
+            else:
+                query = op.send(result)
+    except StopIteration as stop:
+        value: _T = stop.value
+        return value
+
+
+async def run_on_async(cursor: Any, op: Op[_T]) -> _T:
+    """
+    Run an operation on a psycopg ``AsyncCursor``; a database error is thrown into it.
+
+    Anything else (a cancellation) leaves the operation closed and the
+    connection in an unknown state: the caller discards the connection.
+    """
+    try:
+        query = next(op)
+        while True:
+            try:
+                await cursor.execute(query.sql, query.params)
+                result = await cursor.fetchall() if query.want == ROWS else _result(cursor, query)
+            except Exception as exc:  # noqa: BLE001 -- thrown into the operation, which re-raises
+                query = op.throw(exc)
+            else:
+                query = op.send(result)
+    except StopIteration as stop:
+        value: _T = stop.value
+        return value
+    finally:
+        op.close()
 
 
 def not_found(run_id: str) -> RunNotFound:

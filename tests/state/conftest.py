@@ -46,10 +46,15 @@ def _sql_url(request: pytest.FixtureRequest) -> str:
     return url
 
 
-@pytest.fixture(name="store", params=["memory", "sqlite", "postgresql"])
+@pytest.fixture(name="store", params=["memory", "sqlite", "postgresql", "postgresql-pool"])
 async def _store(request: pytest.FixtureRequest) -> abc.AsyncIterator[Any]:
+    """
+    Each store: memory, SQLite, PostgreSQL inline (the default on this host) and pooled.
+    """
     if request.param == "memory":
         store: Any = InMemoryStateStore()
+    elif request.param == "postgresql-pool":  # asyncio connections, as for a remote server
+        store = SqlStateStore(request.getfixturevalue("postgresql_url"), inline=False)
     else:
         store = SqlStateStore(request.getfixturevalue(f"{request.param}_url"))
     yield store

@@ -352,8 +352,8 @@ async def test_a_write_task_cancelled_from_outside_fails_the_journal(store, yiel
     assert ["started"] == [e.kind for e in await store.history("j-2")]
 
 
-async def test_a_write_that_does_not_suspend_needs_no_task(store):
-    """In memory and on SQLite a record is stored within settle, with no task of its own."""
+async def test_a_write_that_does_not_suspend_needs_no_task(store, request):
+    """Inline (memory, SQLite, local PostgreSQL) a record is stored in settle, with no task."""
     claim = Claim("a", 30)
     await store.create_run(run_id="j-3", name="f", input_json="1", fingerprint="x", claim=claim)
     journal = RunJournal(store, "j-3", claim, Codec.shared(), [])
@@ -364,8 +364,8 @@ async def test_a_write_that_does_not_suspend_needs_no_task(store):
 
     kinds = [e.kind for e in await store.history("j-3")]
     assert ["started", "step"] == kinds
-    assert store.writes_inline == ("postgresql" not in repr(store))
-    if store.writes_inline:  # PostgreSQL's driver waits on the loop: a task is right there
+    assert store.writes_inline == (request.node.callspec.params["store"] != "postgresql-pool")
+    if store.writes_inline:  # pooled PostgreSQL waits on the loop: a task is right there
         assert asyncio.all_tasks() == before
         assert journal._writing is None
 
