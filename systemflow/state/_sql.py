@@ -186,6 +186,7 @@ class _PostgresDriver:
         "_conninfo",
         "_engine",
         "_free",
+        "_idle",
         "_inline",
         "_keep",
         "_lock",
@@ -196,15 +197,18 @@ class _PostgresDriver:
     )
 
     def __init__(self, engine: AsyncEngine, conninfo: str, pool_size: int, *, inline: bool) -> None:
+        from psycopg.pq import TransactionStatus  # noqa: PLC0415 -- only with PostgreSQL
+
         sync = engine.sync_engine
         self._engine = engine
         self._conninfo = conninfo
+        self._idle = TransactionStatus.IDLE
         self._statements = Statements(sync.dialect, sync.logger if sync.echo else None)
         self._ready = False
         self._schema_lock = asyncio.Lock()
         self._inline = inline
         self._lock = threading.Lock()  # inline: one connection, one transaction at a time
-        self._free: list[Any] = []  # idle connections, the newest last
+        self._free: list[Any] = []  # the cursors of idle connections, the newest last
         self._keep = 1 if inline else pool_size  # idle connections kept
         self._slots = asyncio.Semaphore(pool_size + pool_size // 2)  # bursts: half as many more
 
@@ -229,23 +233,23 @@ class _PostgresDriver:
         tx = Tx(self._statements, Timestamptz, "postgresql", "BEGIN", tenant=tenant)
         if self._inline:
             with self._lock:
-                conn = self._free.pop() if self._free else self._connect()
+                cursor = self._free.pop() if self._free else self._connect()
                 try:
-                    return run_on(conn.cursor(), tx.run(op, atomic=atomic))
+                    return run_on(cursor, tx.run(op, atomic=atomic))
                 finally:
-                    self._put_back(conn, settled=True)
+                    self._put_back(cursor, settled=True)
         async with self._slots:
-            conn = self._free.pop() if self._free else await self._connect_async()
+            cursor = self._free.pop() if self._free else await self._connect_async()
             settled = False  # the operation ended on its own: the connection is as it was
             try:
-                result = await run_on_async(conn.cursor(), tx.run(op, atomic=atomic))
+                result = await run_on_async(cursor, tx.run(op, atomic=atomic))
             except Exception:
                 settled = True
                 raise
             else:
                 settled = True
             finally:
-                self._put_back(conn, settled=settled)
+                self._put_back(cursor, settled=settled)
             return result
 
     def _connect(self) -> Any:
@@ -255,23 +259,24 @@ class _PostgresDriver:
         # A row another transaction holds is waited for 5 s at most, as SQLite's
         # busy_timeout: the loop is blocked meanwhile.
         conn.execute(f"SET lock_timeout = {_BUSY_TIMEOUT_MS}")
-        return conn
+        return conn.cursor()
 
     async def _connect_async(self) -> Any:
         import psycopg  # noqa: PLC0415 -- only with PostgreSQL
 
-        return await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+        conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+        return conn.cursor()
 
-    def _put_back(self, conn: Any, *, settled: bool) -> None:
-        from psycopg.pq import TransactionStatus  # noqa: PLC0415 -- only with PostgreSQL
-
-        idle = not conn.closed and conn.info.transaction_status == TransactionStatus.IDLE
+    def _put_back(self, cursor: Any, *, settled: bool) -> None:
+        # A connection is kept with its cursor, which is used again.
+        pgconn = cursor.connection.pgconn
+        idle = pgconn.transaction_status == self._idle  # not broken, not in a transaction
         if settled and idle and len(self._free) < self._keep:
-            self._free.append(conn)
+            self._free.append(cursor)
         else:
             # A cancelled query, a broken connection, one too many: close it now
             # (synchronously: this may run in a task that is being cancelled).
-            conn.pgconn.finish()
+            pgconn.finish()
 
     def joined(
         self, connection: sa.Connection, op: abc.Callable[[Tx], Op[_T]], tenant: str | None
@@ -282,8 +287,8 @@ class _PostgresDriver:
 
     async def close(self) -> None:
         free, self._free = self._free, []
-        for conn in free:
-            closed = conn.close()
+        for cursor in free:
+            closed = cursor.connection.close()
             if closed is not None:  # an AsyncConnection's close is a coroutine
                 await closed
         await self._engine.dispose()

@@ -100,7 +100,7 @@ async def test_a_cancelled_operation_leaves_no_connection_behind(postgresql_url:
                 await signalling
             await holder.rollback()
 
-        assert [] == store._driver._free  # type: ignore[attr-defined]  # closed, not kept
+        assert [] == store._driver._free  # type: ignore[attr-defined]  # its connection closed, not kept
         await store.signal("r-2", "go", 2)
         kinds = [event.kind for event in await store.history("r-2")]
         assert ["started", "signalled"] == kinds  # the cancelled signal was not delivered
