@@ -10,7 +10,10 @@ annotations are strings):
    ``SqlStateStore`` over SQLite (a file, WAL, ``synchronous=NORMAL``: the
    default), over SQLite with ``synchronous="FULL"``, and over PostgreSQL
    (a ``pgserver`` server started in a temporary directory, stopped at the
-   end). Reported: microseconds per checkpointed step (the run's time / its 10
+   end), both as the store runs on it by default here (inline: the server is
+   on this host) and pooled (``inline=False``: asyncio connections, as for a
+   remote server; no target, against the same floor). Reported:
+   microseconds per checkpointed step (the run's time / its 10
    checkpoints), the fixed cost per run (a run of ``Sequence()``, no steps:
    ``create_run`` and ``finish``), the marginal cost per step ((10-step run -
    0-step run) / 10) and the ratios to the floor: one plain INSERT and COMMIT
@@ -229,6 +232,7 @@ class Backend:
     new_store: Callable[[], StateStore]
     fresh: bool = False  # a new store before every timed run (runs in memory pile up)
     floor: SqliteFloor | PostgresFloor | None = None
+    floor_of: str | None = None  # no floor of its own: this backend's floor (same database)
     stores: list[StateStore] = field(default_factory=list)
 
     def store(self) -> StateStore:
@@ -463,6 +467,7 @@ LABELS: Final = {
     "sqlite-normal": "SQLite WAL, synchronous=NORMAL",
     "sqlite-full": "SQLite WAL, synchronous=FULL",
     "postgres": "PostgreSQL, synchronous_commit=on",
+    "postgres-pool": "PostgreSQL, pooled (inline=False)",
 }
 
 
@@ -483,8 +488,9 @@ def _report_runs(plan: Plan) -> dict[str, float]:
         line = (
             f"   {LABELS[b]:<34}{_us(run10, 9)}{_us(run0, 9)}{_us(per_ckpt, 9)}{_us(marginal, 9)}"
         )
-        if backend.floor is not None:
-            floor = plan.case(f"{b}:floor").median
+        floor_key = backend.floor_of or (b if backend.floor is not None else None)
+        if floor_key is not None:
+            floor = plan.case(f"{floor_key}:floor").median
             ratios[b] = per_ckpt / floor
             line += f"{_us(floor, 9)}{per_ckpt / floor:8.2f}x{marginal / floor:8.2f}x"
         print(line)
@@ -499,9 +505,11 @@ def _report_runs(plan: Plan) -> dict[str, float]:
     )
     print("   spread over the repeats (ckpt/fl: each repeat's run against its own floor):")
     for backend in plan.backends:
-        if backend.floor is not None:
+        floor_key = backend.floor_of or (backend.key if backend.floor is not None else None)
+        if floor_key is not None:
             b = backend.key
-            floors, runs = plan.case(f"{b}:floor").samples, plan.case(f"{b}:run10").samples
+            floors = plan.case(f"{floor_key}:floor").samples
+            runs = plan.case(f"{b}:run10").samples
             paired = [run / STEPS / floor for run, floor in zip(runs, floors, strict=True)]
             print(
                 f"     {LABELS[b]}: floor {_spread(floors)}, run {_spread(runs)},\n"
@@ -579,6 +587,10 @@ def _report(plan: Plan) -> list[tuple[bool, str]]:
         ),
     ]
     print(f"(no target) SQLite (WAL, FULL): {ratios['sqlite-full']:.2f}x its FULL floor")
+    print(
+        f"(no target) PostgreSQL pooled (inline=False, as for a remote server): "
+        f"{ratios['postgres-pool']:.2f}x the floor"
+    )
     return verdicts
 
 
@@ -616,8 +628,14 @@ def _backends(directory: Path, uri: str) -> list[Backend]:
         Backend(
             "postgres",
             LABELS["postgres"],
-            lambda: SqlStateStore(pg_url),
+            lambda: SqlStateStore(pg_url),  # inline: the server is on this host
             floor=PostgresFloor(uri),
+        ),
+        Backend(
+            "postgres-pool",
+            LABELS["postgres-pool"],
+            lambda: SqlStateStore(pg_url, inline=False),
+            floor_of="postgres",
         ),
     ]
 
