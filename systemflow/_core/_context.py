@@ -98,9 +98,12 @@ class CompensationScope:
         self.undos: list[Undo] = []
 
 
+_NO_SERVICES: abc.Mapping[str, Any] = MappingProxyType({})  # read-only, so one will do
+
+
 def _freeze_services(services: abc.Mapping[str, Any] | None) -> abc.Mapping[str, Any]:
     if services is None:
-        return MappingProxyType({})
+        return _NO_SERVICES
     if isinstance(services, MappingProxyType):
         return services
     return MappingProxyType(dict(services))
