@@ -44,6 +44,7 @@ import types
 import typing
 import uuid
 from collections import abc
+from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any, ClassVar, Final, final
 
 import attrs
@@ -102,6 +103,11 @@ class Codec:
             SerializationError: Some part of ``value`` has no JSON form.
         """
         try:
+            scalar = _SCALAR_JSON.get(type(value))
+            if scalar is not None:  # the usual step output: skip the converter and encoder
+                text = scalar(value)
+                if text is not None:
+                    return text
             return self._encode(self._converter.unstructure(value))
         except Exception as exc:
             msg = f"cannot store the value of {_where(path, run_id)}: {self._explain(value, exc)}"
@@ -252,6 +258,22 @@ def _make_converter() -> cattrs.Converter:
     converter.register_structure_hook_factory(_has_typed_keys, structure_mapping)
     converter.register_structure_hook_factory(_is_json_key, structure_key)
     return converter
+
+
+def _finite_float_json(value: float) -> str | None:
+    # As the encoder writes it; None for NaN and infinities, which it refuses (and explains).
+    return float.__repr__(value) if math.isfinite(value) else None
+
+
+_SCALAR_JSON: Final[dict[type, abc.Callable[[Any], str | None]]] = {
+    # What the converter leaves as it is and the encoder writes (ASCII, compact),
+    # exact types only: a subclass (an IntEnum, say) goes the long way.
+    str: encode_basestring_ascii,
+    int: int.__repr__,
+    bool: {True: "true", False: "false"}.__getitem__,
+    float: _finite_float_json,
+    _NONE_TYPE: lambda _: "null",
+}
 
 
 class _Unstorable(TypeError):

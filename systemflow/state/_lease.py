@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import uuid
 from functools import cache
 
 
@@ -42,7 +41,8 @@ def new_owner() -> str:
     """
     Return an owner id for a new claim by this process.
     """
-    return f"{_this_process()}/{uuid.uuid4().hex[:12]}"
+    # 48 random bits in hex, as the first 12 digits of a uuid4 (made faster).
+    return f"{_this_process()}/{os.urandom(6).hex()}"
 
 
 def is_dead(owner: str) -> bool:

@@ -12,8 +12,6 @@ import itertools
 import json
 from typing import TYPE_CHECKING, Any, final
 
-import attrs
-
 from .._core import SIGNAL, RunExists, RunFinished, RunLocked, RunNotFound
 from ._codec import encode_payload
 from ._lease import abandoned, check_tenant
@@ -28,6 +26,7 @@ from ._model import (
     NewEvent,
     RunRecord,
     RunStatus,
+    evolve_record,
 )
 
 if TYPE_CHECKING:
@@ -49,12 +48,44 @@ def plain(text: str | None) -> Any:
 
 @final
 class _Run:
-    __slots__ = ("events", "record", "signals")
+    """
+    Strictly private: one run's record, history and waiting signals.
+
+    Every ``append`` renews the lease. Rebuilding the frozen record for that
+    would cost more than the rest of the append, so the renewal is only noted
+    (``renew``) and written into the record when the record is next read.
+    """
+
+    __slots__ = ("_renewed", "events", "last_path", "signals", "stored")
 
     def __init__(self, record: RunRecord) -> None:
-        self.record = record
+        self.stored = record  # the record, without a renewal noted since
+        self._renewed: tuple[Claim, dt.datetime] | None = None
         self.events: list[Event] = []
+        self.last_path: Path | None = None  # of the last event that has one
         self.signals: list[tuple[str, str]] = []  # (signal, payload JSON), oldest first
+
+    @property
+    def record(self) -> RunRecord:
+        """
+        The run's record, with its lease as last renewed.
+        """
+        if self._renewed is not None:
+            claim, at = self._renewed
+            self._renewed = None
+            self.stored = evolve_record(self.stored, lease_expires_at=claim.expires(at))
+        return self.stored
+
+    @record.setter
+    def record(self, record: RunRecord) -> None:
+        self._renewed = None
+        self.stored = record
+
+    def renew(self, claim: Claim, now: dt.datetime) -> None:
+        """
+        Renew the lease of ``claim`` (which holds the run) as of ``now``.
+        """
+        self._renewed = (claim, now)
 
 
 @final
@@ -103,38 +134,45 @@ class InMemoryStateStore:
 
     def _run(self, run_id: str) -> _Run:
         run = self._runs.get(run_id)
-        if run is None or (self._tenant is not None and run.record.tenant != self._tenant):
+        # (``stored``: a renewal of the lease changes neither tenant, owner nor status.)
+        if run is None or (self._tenant is not None and run.stored.tenant != self._tenant):
             msg = f"no run with id {run_id!r}"
             raise RunNotFound(msg, run_id=run_id) from None
         return run
 
     def _held(self, run_id: str, claim: Claim) -> _Run:
         run = self._run(run_id)
-        rec = run.record
+        rec = run.stored
         if rec.lease_owner != claim.owner or rec.status is not RunStatus.RUNNING:
             msg = f"run {run_id} is no longer held by this claim ({rec.status.value})"
             raise RunLocked(msg, run_id=run_id)
         return run
 
-    def _append(self, run: _Run, events: abc.Iterable[NewEvent]) -> list[int]:
-        now = _now()
+    def _append(
+        self, run: _Run, events: abc.Iterable[NewEvent], now: dt.datetime | None = None
+    ) -> list[int]:
+        now = _now() if now is None else now
+        run_id = run.stored.id
         seqs = []
         for new in events:
             seq = next(self._seq)
-            run.events.append(Event(seq, run.record.id, new.kind, new.path, new.data, now))
+            run.events.append(Event(seq, run_id, new.kind, new.path, new.data, now))
             seqs.append(seq)
+            if new.path is not None:
+                run.last_path = new.path
         return seqs
 
     def _view(self, run: _Run) -> RunRecord:
-        path = next((e.path for e in reversed(run.events) if e.path is not None), None)
         rec = run.record
-        return attrs.evolve(
-            rec, input=plain(rec.input), output=plain(rec.output), current_path=path
+        return evolve_record(
+            rec, input=plain(rec.input), output=plain(rec.output), current_path=run.last_path
         )
 
     def _update(self, run: _Run, **changes: Any) -> None:
-        rec = run.record
-        run.record = attrs.evolve(rec, version=rec.version + 1, updated_at=_now(), **changes)
+        # A lease renewed since the record was written need not be written first
+        # when this change sets the lease anew.
+        rec = run.stored if "lease_expires_at" in changes else run.record
+        run.record = evolve_record(rec, version=rec.version + 1, updated_at=_now(), **changes)
 
     # -- the protocol ----------------------------------------------------------
 
@@ -260,8 +298,9 @@ class InMemoryStateStore:
         Append events and renew the lease; return their sequence numbers.
         """
         run = self._held(run_id, claim)
-        run.record = attrs.evolve(run.record, lease_expires_at=claim.expires(_now()))
-        return self._append(run, events)
+        now = _now()
+        run.renew(claim, now)
+        return self._append(run, events, now)
 
     async def take_signal(
         self, run_id: str, signal: str, path: Path, *, claim: Claim
@@ -314,8 +353,7 @@ class InMemoryStateStore:
         """
         Renew the lease of a run that is still working.
         """
-        run = self._held(run_id, claim)
-        run.record = attrs.evolve(run.record, lease_expires_at=claim.expires(_now()))
+        self._held(run_id, claim).renew(claim, _now())
 
     async def release(self, run_id: str, *, claim: Claim, failed: bool = False) -> None:
         """

@@ -51,6 +51,7 @@ from ._model import (
     NewEvent,
     RunRecord,
     RunStatus,
+    evolve_record,
 )
 from ._shape import diff, edge_types, fingerprint, shape
 
@@ -495,7 +496,7 @@ class Stateful(Node[Any, Any]):
                 journal.restore(events)  # for the hand-back to store
                 raise
             # The input and output as the values the run had, not the stored JSON.
-            return attrs.evolve(final, input=value, output=output)
+            return evolve_record(final, input=value, output=output)
 
         try:
             out = await invoke(self.flow, ctx, None, value)
@@ -552,7 +553,7 @@ class Stateful(Node[Any, Any]):
         output = record.output
         if record.status is RunStatus.COMPLETED:
             output = codec.structure(output, self.output_type, path=(), run_id=record.id)
-        return attrs.evolve(
+        return evolve_record(
             record,
             input=codec.structure(record.input, self.input_type, path=(), run_id=record.id),
             output=output,

@@ -359,6 +359,18 @@ class TestFormat:
         """The text is ASCII: any store encoding holds it."""
         assert '"\\u00e9\\ud83d\\ude00"' == dumps(codec, "é😀")
 
+    @pytest.mark.parametrize(
+        "value",
+        [0, -7, 2**80, True, False, None, 1.5, -0.0, 1e300, 5e-324, "", 'a"b\\\n\u2028é'],
+    )
+    def test_scalars_as_json_writes_them(self, codec, value):
+        """Plain scalars are written exactly as json.dumps writes them, compact and ASCII."""
+        assert json.dumps(value, separators=(",", ":")) == dumps(codec, value)
+
+    def test_scalar_subclass(self, codec):
+        """An int enum is stored by its value, as its enum."""
+        assert "2" == dumps(codec, Level.HIGH)
+
     def test_bytes_are_base64(self, codec):
         """Bytes are standard base64."""
         assert '"aGk="' == dumps(codec, b"hi")

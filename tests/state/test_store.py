@@ -349,6 +349,23 @@ class TestAppend:
 
         assert before + dt.timedelta(seconds=59) < (await store.get("r1")).lease_expires_at
 
+    async def test_renewed_lease_holds_off_a_takeover(self, store):
+        """A lease renewed by an append keeps another claim from taking the run."""
+        await create(store, lease=-1)
+        await store.append("r1", [NewEvent("step", ("a",), "1")], claim=claim("a", 60))
+
+        with pytest.raises(RunLocked, match="r1"):
+            await store.claim_run("r1", claim=claim("b"), is_dead=never_dead)
+
+    async def test_finish_after_append_releases_the_lease(self, store):
+        """A run finished after an append holds no lease, whatever the append renewed."""
+        await create(store)
+        await store.append("r1", [NewEvent("step", ("a",), "1")], claim=claim("a", 60))
+
+        record = await finish(store)
+
+        assert (None, None) == (record.lease_owner, record.lease_expires_at)
+
     async def test_after_takeover_raises_run_locked(self, store):
         """A claim that lost its run to another cannot append to it."""
         await create(store, lease=-1)
