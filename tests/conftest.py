@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import settings
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -22,6 +23,12 @@ if TYPE_CHECKING:
 # addopts turn the entry point off (-p no:systemflow) and the plugin is loaded
 # here instead, once coverage measures.
 pytest_plugins = ["systemflow.testing._plugin"]
+
+# No per-example deadline: the machines that run the tests are shared, and a
+# first example also pays for cattrs building its converters. Speed is the
+# benchmarks' business, not the property tests'.
+settings.register_profile("systemflow", deadline=None)
+settings.load_profile("systemflow")
 
 # The global providers can be set once per process, so the whole session
 # shares one SDK; the fixtures below clear what a test saw before it.
