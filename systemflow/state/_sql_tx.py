@@ -1,7 +1,7 @@
 """
 One operation of ``SqlStateStore``, sans I/O: ``Tx``, and the two loops that run it.
 
-An operation yields the compiled statements of ``_sql_schema`` as ``Query``
+An operation yields the compiled statements of ``_sql_schema`` as queries
 objects and is sent their results; ``Tx`` converts values between Python and
 the database (instants, paths, JSON) and reads rows into records and events.
 ``run_on`` runs an operation on a DBAPI cursor (SQLite, or the caller's own
@@ -116,23 +116,15 @@ class Timestamptz:
 
 # -- one transaction --------------------------------------------------------------
 
-ROWS: Final = 0  # Query.want: the rows
+ROWS: Final = 0  # what a Query wants back: the rows
 COUNT: Final = 1  # the number of rows changed
 NOTHING: Final = 2  # nothing (BEGIN, COMMIT, ROLLBACK)
 
 
-@final
-class Query:
-    """
-    Strictly private: one statement for a driver to run, and what to send back.
-    """
-
-    __slots__ = ("params", "sql", "want")
-
-    def __init__(self, sql: str, params: dict[str, Any] | None, want: int) -> None:
-        self.sql = sql
-        self.params = params
-        self.want = want  # ROWS, COUNT or NOTHING
+# A statement for a driver to run: its SQL text, its parameters (None for
+# BEGIN, COMMIT and ROLLBACK), and what to send back (ROWS, COUNT or NOTHING).
+# A tuple: one is made per statement, on the path of every checkpoint.
+Query: TypeAlias = "tuple[str, dict[str, Any] | None, int]"
 
 
 # An operation, sans I/O: a generator that yields the queries to run and is
@@ -182,7 +174,7 @@ class Tx:
 
     def _command(self, sql: str) -> Op[None]:
         self._statements.log(sql, {})
-        yield Query(sql, None, NOTHING)
+        yield (sql, None, NOTHING)
 
     def begin(self) -> Op[None]:
         """
@@ -220,7 +212,8 @@ class Tx:
             yield from self.begin()
         try:
             result = yield from op(self)
-            yield from self.commit()
+            if self._open:
+                yield from self.commit()
         except GeneratorExit:
             raise
         except BaseException:
@@ -238,7 +231,7 @@ class Tx:
         sql, defaults = self._statements.get(build, args)
         params = {**defaults, **params, "tenant": self.tenant}
         self._statements.log(sql, params)
-        return Query(sql, params, want)
+        return (sql, params, want)
 
     def rows(
         self, build: abc.Callable[..., ClauseElement], params: dict[str, Any], *args: Any
@@ -255,7 +248,7 @@ class Tx:
         """
         Run an ``INSERT ... RETURNING seq`` built as ``build(*args, dialect)``; return the seqs.
         """
-        rows = yield from self.rows(build, params, *args, self.dialect)
+        rows: list[Any] = yield self._query(build, params, (*args, self.dialect), ROWS)
         return sorted(row[0] for row in rows)  # ascending seqs are the events' order
 
     def count(
@@ -361,26 +354,24 @@ class Tx:
 # -- the loops that run an operation -----------------------------------------------
 
 
-def _result(cursor: Any, query: Query) -> Any:
-    if query.want == ROWS:
-        return cursor.fetchall()
-    return cursor.rowcount if query.want == COUNT else None
-
-
 def run_on(cursor: Any, op: Op[_T]) -> _T:
     """
     Run an operation on a DBAPI cursor, on this thread; any error is thrown into it.
     """
+    execute = cursor.execute
     try:
-        query = next(op)
+        sql, params, want = next(op)
         while True:
             try:
-                cursor.execute(query.sql, query.params or ())
-                result = _result(cursor, query)
+                execute(sql, params or ())
+                if want == ROWS:
+                    result = cursor.fetchall()
+                else:
+                    result = cursor.rowcount if want == COUNT else None
             except BaseException as exc:  # noqa: BLE001 -- rolled back even on Ctrl-C, then re-raised
-                query = op.throw(exc)
+                sql, params, want = op.throw(exc)
             else:
-                query = op.send(result)
+                sql, params, want = op.send(result)
     except StopIteration as stop:
         value: _T = stop.value
         return value
@@ -394,15 +385,18 @@ async def run_on_async(cursor: Any, op: Op[_T]) -> _T:
     connection in an unknown state: the caller discards the connection.
     """
     try:
-        query = next(op)
+        sql, params, want = next(op)
         while True:
             try:
-                await cursor.execute(query.sql, query.params)
-                result = await cursor.fetchall() if query.want == ROWS else _result(cursor, query)
+                await cursor.execute(sql, params)
+                if want == ROWS:
+                    result = await cursor.fetchall()
+                else:
+                    result = cursor.rowcount if want == COUNT else None
             except Exception as exc:  # noqa: BLE001 -- thrown into the operation, which re-raises
-                query = op.throw(exc)
+                sql, params, want = op.throw(exc)
             else:
-                query = op.send(result)
+                sql, params, want = op.send(result)
     except StopIteration as stop:
         value: _T = stop.value
         return value
