@@ -60,6 +60,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import os
 import threading
 import zlib
 from pathlib import Path as FilePath
@@ -151,7 +152,12 @@ class _SqliteDriver:
         with self._lock:
             cursor = self._cursor if self._cursor is not None else self._open()
             tx = Tx(self._statements, EpochMicros, "sqlite", "BEGIN IMMEDIATE", tenant=tenant)
-            return run_on(cursor, tx.run(op, atomic=atomic))
+            try:
+                return run_on(cursor, tx.run(op, atomic=atomic))
+            finally:
+                if tx.in_transaction:  # interrupted between two statements (Ctrl-C)
+                    with contextlib.suppress(Exception):  # the one connection: never left open
+                        cursor.execute("ROLLBACK")
 
     def joined(
         self, connection: sa.Connection, op: abc.Callable[[Tx], Op[_T]], tenant: str | None
@@ -186,6 +192,7 @@ class _PostgresDriver:
         "_conninfo",
         "_engine",
         "_free",
+        "_generation",
         "_idle",
         "_inline",
         "_keep",
@@ -193,6 +200,7 @@ class _PostgresDriver:
         "_ready",
         "_schema_lock",
         "_slots",
+        "_slots_total",
         "_statements",
     )
 
@@ -209,8 +217,10 @@ class _PostgresDriver:
         self._inline = inline
         self._lock = threading.Lock()  # inline: one connection, one transaction at a time
         self._free: list[Any] = []  # the cursors of idle connections, the newest last
+        self._generation = 0  # close() starts a new one: connections of an older one are closed
         self._keep = 1 if inline else pool_size  # idle connections kept
-        self._slots = asyncio.Semaphore(pool_size + pool_size // 2)  # bursts: half as many more
+        self._slots_total = pool_size + pool_size // 2  # bursts: half as many more
+        self._slots = asyncio.Semaphore(self._slots_total)
 
     async def _create_schema(self) -> None:
         async with self._schema_lock:
@@ -231,13 +241,14 @@ class _PostgresDriver:
         if not self._ready:
             await self._create_schema()
         tx = Tx(self._statements, Timestamptz, "postgresql", "BEGIN", tenant=tenant)
+        generation = self._generation
         if self._inline:
             with self._lock:
                 cursor = self._free.pop() if self._free else self._connect()
                 try:
                     return run_on(cursor, tx.run(op, atomic=atomic))
                 finally:
-                    self._put_back(cursor, settled=True)
+                    self._put_back(cursor, generation, settled=True)
         async with self._slots:
             cursor = self._free.pop() if self._free else await self._connect_async()
             settled = False  # the operation ended on its own: the connection is as it was
@@ -249,16 +260,20 @@ class _PostgresDriver:
             else:
                 settled = True
             finally:
-                self._put_back(cursor, settled=settled)
+                self._put_back(cursor, generation, settled=settled)
             return result
 
     def _connect(self) -> Any:
         import psycopg  # noqa: PLC0415 -- only with PostgreSQL
 
         conn = psycopg.connect(self._conninfo, autocommit=True)
-        # A row another transaction holds is waited for 5 s at most, as SQLite's
-        # busy_timeout: the loop is blocked meanwhile.
-        conn.execute(f"SET lock_timeout = {_BUSY_TIMEOUT_MS}")
+        try:
+            # A row another transaction holds is waited for 5 s at most, as
+            # SQLite's busy_timeout: the loop is blocked meanwhile.
+            conn.execute(f"SET lock_timeout = {_BUSY_TIMEOUT_MS}")
+        except BaseException:
+            conn.close()
+            raise
         return conn.cursor()
 
     async def _connect_async(self) -> Any:
@@ -267,11 +282,12 @@ class _PostgresDriver:
         conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
         return conn.cursor()
 
-    def _put_back(self, cursor: Any, *, settled: bool) -> None:
+    def _put_back(self, cursor: Any, generation: int, *, settled: bool) -> None:
         # A connection is kept with its cursor, which is used again.
         pgconn = cursor.connection.pgconn
         idle = pgconn.transaction_status == self._idle  # not broken, not in a transaction
-        if settled and idle and len(self._free) < self._keep:
+        current = generation == self._generation  # the store was not closed meanwhile
+        if settled and idle and current and len(self._free) < self._keep:
             self._free.append(cursor)
         else:
             # A cancelled query, a broken connection, one too many: close it now
@@ -287,10 +303,13 @@ class _PostgresDriver:
 
     async def close(self) -> None:
         free, self._free = self._free, []
+        self._generation += 1  # connections in use now are closed when they come back
         for cursor in free:
-            closed = cursor.connection.close()
-            if closed is not None:  # an AsyncConnection's close is a coroutine
-                await closed
+            cursor.connection.pgconn.finish()  # what close() does, without an await
+        # Made anew: asyncio's primitives belong to the loop that first waited on
+        # them, and a closed store may be used from another loop.
+        self._slots = asyncio.Semaphore(self._slots_total)
+        self._schema_lock = asyncio.Lock()
         await self._engine.dispose()
 
     @property
@@ -326,8 +345,9 @@ class SqlStateStore:
             a power loss may undo the last commits. Ignored by PostgreSQL.
         echo: Log every statement (SQLAlchemy's ``echo``).
         pool_size: PostgreSQL, not inline: how many connections to keep open
-            (opened as needed; half as many more may be opened for bursts). A
-            ``Worker`` needs one per run in flight, plus one. Ignored otherwise.
+            (opened as needed; half as many more may be opened for bursts), at
+            least 1. A ``Worker`` needs one per run in flight, plus one.
+            Ignored otherwise.
         inline: PostgreSQL: run each operation on one synchronous connection,
             on the calling thread, blocking the event loop for its round trips
             (a checkpoint is one), as SQLite always does; a row lock is waited
@@ -335,13 +355,13 @@ class SqlStateStore:
             per round trip, which is most of a checkpoint when the server is
             near; operations of concurrent runs then take turns. ``None`` (the
             default): inline when the server is on this host (a Unix socket,
-            ``localhost``, ``127.0.0.1`` or ``::1``). Set ``False`` when round
-            trips are long or many runs share a process; see the performance
-            page of the docs.
+            ``localhost``, ``127.0.0.1`` or ``::1``, as libpq reads the URL).
+            Set ``False`` when round trips are long or many runs share a
+            process; see the performance page of the docs.
 
     Raises:
         ValueError: The URL names another database, ``synchronous`` is unknown,
-            or ``inline`` is asked of SQLite.
+            ``pool_size`` is below 1, or ``inline=False`` is asked of SQLite.
 
     .. versionadded:: 0.1.0
     """
@@ -361,22 +381,32 @@ class SqlStateStore:
         self._url = parsed
         backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
         self._driver: _Driver
+        self._conninfo = ""  # PostgreSQL: libpq's connection string
         if backend == "sqlite" and driver == "pysqlite":
             if inline is False:
                 msg = "SqlStateStore(inline=False) is for PostgreSQL: SQLite always runs inline"
                 raise ValueError(msg)
             self._driver = _SqliteDriver(_sqlite_engine(parsed, synchronous, echo))
         elif backend == "postgresql" and (driver == "psycopg" or parsed.drivername == backend):
+            from psycopg.conninfo import make_conninfo  # noqa: PLC0415 -- only with PostgreSQL
             from sqlalchemy.ext.asyncio import create_async_engine  # noqa: PLC0415 -- optional
 
+            if pool_size < 1:
+                msg = f"pool_size must be at least 1, not {pool_size!r}"
+                raise ValueError(msg)
             engine = create_async_engine(parsed.set(drivername="postgresql+psycopg"), echo=echo)
+            # psycopg connects with what SQLAlchemy's dialect would pass it: the
+            # URL's parts as libpq parameters (spaces, several hosts, options).
+            params = engine.sync_engine.dialect.create_connect_args(engine.url)[1]
+            params.pop("context", None)  # SQLAlchemy's adapters: a connection's, not libpq's
+            self._conninfo = make_conninfo(**params)
             # Connections are opened as needed and kept: a connection opened per
             # operation (a new server process) costs more than the operation.
             self._driver = _PostgresDriver(
                 engine,
-                self._conninfo(),
+                self._conninfo,
                 pool_size,
-                inline=_is_local(parsed) if inline is None else inline,
+                inline=_is_local(params) if inline is None else inline,
             )
         else:
             msg = (
@@ -422,10 +452,6 @@ class SqlStateStore:
         scoped._tenant = check_tenant(tenant)  # noqa: SLF001 -- our own class
         scoped._listener = None  # noqa: SLF001
         return scoped
-
-    def _conninfo(self) -> str:
-        # The URL as libpq takes it (PostgreSQL): postgresql://user:password@host/db?...
-        return self._url.set(drivername="postgresql").render_as_string(hide_password=False)
 
     async def _run(self, op: abc.Callable[[Tx], Op[_T]], *, atomic: bool) -> _T:
         return await self._driver.run(op, atomic=atomic, tenant=self._tenant)
@@ -632,7 +658,7 @@ class SqlStateStore:
         try:
             if self._listener is None:
                 listener = await psycopg.AsyncConnection.connect(
-                    self._conninfo(), autocommit=True, connect_timeout=_LISTEN_CONNECT_SECONDS
+                    self._conninfo, autocommit=True, connect_timeout=_LISTEN_CONNECT_SECONDS
                 )
                 try:
                     await listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
@@ -731,18 +757,18 @@ class SqlStateStore:
         await self._driver.close()
 
 
-_LOCAL_HOSTS: Final = frozenset({"", "localhost", "127.0.0.1", "::1"})
+_LOCAL_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
-def _is_local(url: sa.URL) -> bool:
-    # libpq's host: the URL's, or a host= parameter; none (or a directory,
-    # "/...") is a Unix socket. Several hosts: local only if all are.
-    hosts = [url.host or ""]
-    query_host = url.query.get("host")
-    if query_host is not None:
-        texts = query_host if isinstance(query_host, tuple) else (query_host,)
-        hosts = [host for text in texts for host in text.split(",")]
-    return all(host in _LOCAL_HOSTS or host.startswith("/") for host in hosts)
+def _is_local(params: abc.Mapping[str, Any]) -> bool:
+    # The server is on this host if libpq reaches it through a Unix socket (no
+    # host, or a directory) or a loopback address; with several hosts, all must
+    # be. No host in the URL: libpq takes $PGHOST. A service file or a hostaddr
+    # may name any host: not local.
+    if "service" in params or "hostaddr" in params:
+        return False
+    host = str(params.get("host") or os.environ.get("PGHOST") or "")
+    return all(h in _LOCAL_HOSTS or h.startswith("/") or not h for h in host.split(","))
 
 
 def _aware(value: dt.datetime, what: str) -> dt.datetime:

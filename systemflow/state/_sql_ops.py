@@ -77,6 +77,7 @@ def create_run(
     claim: Claim | None,
     started_data: str | None,
 ) -> Op[RunRecord]:
+    value = load_json(run_id, "runs.input", input_json)  # before anything is stored
     now = _now()
     expires = None if claim is None else claim.expires(now)
     status = RunStatus.PENDING if claim is None else RunStatus.RUNNING
@@ -107,7 +108,7 @@ def create_run(
         id=run_id,
         name=name,
         status=status,
-        input=load_json(run_id, "runs.input", input_json),
+        input=value,
         created_at=now,
         updated_at=now,
         fingerprint=fingerprint,

@@ -186,11 +186,18 @@ class Tx:
 
     def commit(self) -> Op[None]:
         """
-        Commit the transaction, if one is open.
+        Commit the transaction, if one is open (a COMMIT that fails is rolled back).
         """
         if self._open:
-            self._open = False
             yield from self._command("COMMIT")
+            self._open = False
+
+    @property
+    def in_transaction(self) -> bool:
+        """
+        True while a transaction this Tx began may be open (from before its BEGIN to after COMMIT).
+        """
+        return self._open
 
     def rollback(self) -> Op[None]:
         """
