@@ -5,6 +5,7 @@ Durable runs end to end, on every store (memory, SQLite file, PostgreSQL).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 from typing import Any
@@ -413,8 +414,12 @@ class TestHeartbeat:
 
         durable = Stateful(sf.Step(slow, name="slow"), store=store, name="hb", lease_seconds=0.6)
         task = asyncio.create_task(durable.start(1, run_id="hb-1"))
-        await asyncio.sleep(0.05)
-        first = (await store.get("hb-1")).lease_expires_at
+        async with asyncio.timeout(10):  # a first operation may connect and create the schema
+            while True:
+                with contextlib.suppress(sf.RunNotFound):
+                    first = (await store.get("hb-1")).lease_expires_at
+                    break
+                await asyncio.sleep(0.01)
         await asyncio.sleep(0.9)  # past the first lease; renewed every 0.2 s
 
         renewed = (await store.get("hb-1")).lease_expires_at
