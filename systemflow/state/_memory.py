@@ -60,7 +60,7 @@ class _Run:
 
     def __init__(self, record: RunRecord) -> None:
         self.stored = record  # the record, without a renewal noted since
-        self._renewed: tuple[Claim, dt.datetime] | None = None
+        self._renewed: dt.datetime | None = None  # the lease's new expiry, not yet written
         self.events: list[Event] = []
         self.last_path: Path | None = None  # of the last event that has one
         self.signals: list[tuple[str, str]] = []  # (signal, payload JSON), oldest first
@@ -71,9 +71,8 @@ class _Run:
         The run's record, with its lease as last renewed.
         """
         if self._renewed is not None:
-            claim, at = self._renewed
+            self.stored = evolve_record(self.stored, lease_expires_at=self._renewed)
             self._renewed = None
-            self.stored = evolve_record(self.stored, lease_expires_at=claim.expires(at))
         return self.stored
 
     @record.setter
@@ -84,8 +83,11 @@ class _Run:
     def renew(self, claim: Claim, now: dt.datetime) -> None:
         """
         Renew the lease of ``claim`` (which holds the run) as of ``now``.
+
+        The new expiry is computed now (an impossible one fails the append that
+        renews, as before); only writing it into the record waits.
         """
-        self._renewed = (claim, now)
+        self._renewed = claim.expires(now)
 
 
 @final

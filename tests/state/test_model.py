@@ -9,7 +9,8 @@ import datetime as dt
 import attrs
 import pytest
 
-from systemflow.state._model import RunRecord, RunStatus, evolve_record
+from systemflow.state import _memory
+from systemflow.state._model import Claim, NewEvent, RunRecord, RunStatus, evolve_record
 
 AT = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 
@@ -41,3 +42,21 @@ class TestEvolveRecord:
         """A change that names no field is a TypeError."""
         with pytest.raises(TypeError, match="stauts"):
             evolve_record(record(), stauts=RunStatus.PAUSED)
+
+
+async def test_an_impossible_lease_renewal_fails_the_append_that_makes_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In memory the renewal is written lazily, but its expiry is computed by the append."""
+    start = dt.datetime.max.replace(tzinfo=dt.UTC) - dt.timedelta(seconds=100)
+    clock = [start]
+    monkeypatch.setattr(_memory, "_now", lambda: clock[0])
+    store = _memory.InMemoryStateStore()
+    claim = Claim("a", 95)
+    await store.create_run(run_id="r1", name="f", input_json="1", fingerprint="x", claim=claim)
+    clock[0] = start + dt.timedelta(seconds=10)  # renewing now would end after year 9999
+
+    with pytest.raises(OverflowError):
+        await store.append("r1", [NewEvent("step", ("a",), "1")], claim=claim)
+    assert ["started"] == [event.kind for event in await store.history("r1")]
+    assert 1 == len(await store.list_runs())  # other readers are unaffected
