@@ -72,57 +72,70 @@ async def invoke(
 
     ``segment=None`` runs the node at its parent's own path (wrappers, the root).
     ``skipped`` is what the node yields if it is non-critical and fails.
+
+    One coroutine per node, on the path of every step: what it does is inline.
     """
     ctx = parent if segment is None else parent.child(segment)
-    if ctx.journal is not None and getattr(node, "is_effect", False):
-        found, out = _replay(node, ctx, value, skipped, ctx.journal)
+    journal = ctx.journal
+    if journal is not None and getattr(node, "is_effect", False):
+        found, out = _replay(node, ctx, value, skipped, journal)
         if found:
             return out
-        await ctx.journal.settle()  # earlier records are stored before this effect runs
+        await journal.settle()  # earlier records are stored before this effect runs
+    else:
+        journal = None  # only leaves with effects are journaled here
     observer = ctx._observer  # noqa: SLF001 -- the context's private hook, ours
-    if observer is None:
-        return await run_node(node, ctx, value, skipped)
-    token = observer.node_started(node, ctx, value)
+    token = None if observer is None else observer.node_started(node, ctx, value)
     try:
-        out = await run_node(node, ctx, value, skipped)
+        try:
+            hook = NODE_HOOK.get()
+            if hook is not None:
+                hook(node, ctx)
+            out = await node.execute(ctx, value)
+        except Exception as exc:  # noqa: BLE001 -- re-raised or recorded by _failure
+            out = await _failure(node, ctx, value, exc, skipped=skipped, journal=journal)
+        else:
+            if journal is None:
+                _register_undo(node, ctx, value, out, next(_completions))
+            else:
+                await _journaled(node, ctx, value, out, journal)
     except BaseException as exc:
-        observer.node_finished(token, exc, None)
+        if observer is not None:
+            observer.node_finished(token, exc, None)
         raise
-    observer.node_finished(token, None, out)
+    if observer is not None:
+        observer.node_finished(token, None, out)
     return out
 
 
-async def run_node(
-    node: Flow[Any, Any], ctx: FlowContext, value: Any, skipped: Any = Skip.INPUT
-) -> Any:
-    """
-    Run ``node`` in its own context ``ctx``; see the module docstring.
-    """
-    journal = ctx.journal
-    if journal is not None and not getattr(node, "is_effect", False):
-        journal = None  # only leaves with effects are journaled here
-    try:
-        hook = NODE_HOOK.get()
-        if hook is not None:
-            hook(node, ctx)
-        out = await node.execute(ctx, value)
-    except Exception as exc:
-        if interrupts(exc, ctx.journal is not None):
-            raise
-        error = named_error(node, ctx, exc)
-        if journal is not None:
-            journal.record(FAILED, ctx.path, error_fields(error))
-            await journal.commit()
-        _failed(node, ctx, error, skipped)
-        return value if skipped is Skip.INPUT else skipped
-    if journal is None:
-        _register_undo(node, ctx, value, out, next(_completions))
-        return out
+async def _journaled(
+    node: Flow[Any, Any], ctx: FlowContext, value: Any, out: Any, journal: Journal
+) -> None:
     # Recorded and registered with no await between: a cancellation cannot
     # leave a stored step without its undo.
     _register_undo(node, ctx, value, out, journal.record(STEP, ctx.path, out).seq)
     await journal.commit()
-    return out
+
+
+async def _failure(
+    node: Flow[Any, Any],
+    ctx: FlowContext,
+    value: Any,
+    exc: Exception,
+    *,
+    skipped: Any,
+    journal: Journal | None,
+) -> Any:
+    # The node raised: a pause or hand-back goes up as it is; a failure is
+    # named, journaled, then raised, or skipped if the node is non-critical.
+    if interrupts(exc, ctx.journal is not None):
+        raise exc
+    error = named_error(node, ctx, exc)
+    if journal is not None:
+        journal.record(FAILED, ctx.path, error_fields(error))
+        await journal.commit()
+    _failed(node, ctx, error, skipped)
+    return value if skipped is Skip.INPUT else skipped
 
 
 def _replay(
