@@ -110,7 +110,36 @@ def _freeze_services(services: abc.Mapping[str, Any] | None) -> abc.Mapping[str,
 
 
 @final
-@attrs.frozen
+class _Shared:
+    """
+    Strictly private: what the contexts below one root, scope and observer have in common.
+
+    A child context shares it and adds a path segment: two slots to fill per
+    node instead of eight (see decision 10 in docs/decisions.md).
+    """
+
+    __slots__ = ("clock", "journal", "logger", "observer", "run_id", "scope", "services")
+
+    def __init__(  # noqa: PLR0917 -- a record of seven, made in two places
+        self,
+        services: abc.Mapping[str, Any],
+        run_id: str,
+        logger: Any,
+        clock: Clock,
+        journal: Journal | None,
+        scope: CompensationScope | None,
+        observer: Observer | None,
+    ) -> None:
+        self.services = services
+        self.run_id = run_id
+        self.logger = logger
+        self.clock = clock
+        self.journal = journal
+        self.scope = scope
+        self.observer = observer
+
+
+@final
 class FlowContext:
     """
     Everything a node knows about where and how it runs.
@@ -129,18 +158,86 @@ class FlowContext:
     .. versionadded:: 0.1.0
     """
 
-    services: abc.Mapping[str, Any] = attrs.field(
-        default=None, converter=_freeze_services, eq=False, repr=False
-    )
-    run_id: str = attrs.field(factory=new_run_id)
-    path: Path = ()
-    _logger: Any = attrs.field(default=None, eq=False, repr=False, alias="logger")
-    clock: Clock = attrs.field(default=SYSTEM_CLOCK, eq=False, repr=False)
-    journal: Journal | None = attrs.field(default=None, eq=False, repr=False)
-    _scope: CompensationScope | None = attrs.field(
-        default=None, eq=False, repr=False, alias="scope"
-    )
-    _observer: Observer | None = attrs.field(default=None, eq=False, repr=False, alias="observer")
+    __slots__ = ("__weakref__", "_shared", "path")
+
+    _shared: _Shared
+    path: Path
+
+    def __init__(  # noqa: PLR0917 -- positional as the attrs class before it
+        self,
+        services: abc.Mapping[str, Any] | None = None,
+        run_id: str | None = None,
+        path: Path = (),
+        logger: Any = None,
+        clock: Clock = SYSTEM_CLOCK,
+        journal: Journal | None = None,
+        scope: CompensationScope | None = None,
+        observer: Observer | None = None,
+    ) -> None:
+        shared = _Shared(
+            _freeze_services(services),
+            new_run_id() if run_id is None else run_id,
+            logger,
+            clock,
+            journal,
+            scope,
+            observer,
+        )
+        _set_shared(self, shared)
+        _set_path(self, path)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise attrs.exceptions.FrozenInstanceError
+
+    def __delattr__(self, name: str) -> None:
+        raise attrs.exceptions.FrozenInstanceError
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FlowContext):
+            return NotImplemented
+        return (self.run_id, self.path) == (other.run_id, other.path)
+
+    def __hash__(self) -> int:
+        return hash((self.run_id, self.path))
+
+    def __repr__(self) -> str:
+        return f"FlowContext(run_id={self.run_id!r}, path={self.path!r})"
+
+    @property
+    def services(self) -> abc.Mapping[str, Any]:
+        """
+        Named services the steps call (``ctx.services["payments"]``), read-only.
+        """
+        return self._shared.services
+
+    @property
+    def run_id(self) -> str:
+        """
+        The id of this run.
+        """
+        return self._shared.run_id
+
+    @property
+    def clock(self) -> Clock:
+        """
+        What retry backoff and timers use to tell and wait for time.
+        """
+        return self._shared.clock
+
+    @property
+    def journal(self) -> Journal | None:
+        """
+        The durable run's journal, when the flow runs under ``Stateful``.
+        """
+        return self._shared.journal
+
+    @property
+    def _scope(self) -> CompensationScope | None:
+        return self._shared.scope
+
+    @property
+    def _observer(self) -> Observer | None:
+        return self._shared.observer
 
     @property
     def logger(self) -> Any:
@@ -153,8 +250,9 @@ class FlowContext:
         """
         Return ``logger`` with more key-values bound, in one bind.
         """
-        base = self._logger if self._logger is not None else _LOGGER
-        return base.bind(run_id=self.run_id, path=format_path(self.path), **values)
+        shared = self._shared
+        base = shared.logger if shared.logger is not None else _LOGGER
+        return base.bind(run_id=shared.run_id, path=format_path(self.path), **values)
 
     @property
     def idempotency_key(self) -> str:
@@ -163,19 +261,41 @@ class FlowContext:
 
         Pass it along so that a retried or re-run step does not repeat its effect.
         """
-        return f"{self.run_id}:{format_path(self.path)}"
+        return f"{self._shared.run_id}:{format_path(self.path)}"
 
     def child(self, segment: Segment) -> FlowContext:
         """
         Return the context of a child node at ``segment`` below this one.
         """
-        return FlowContext(
-            self.services,
-            self.run_id,
-            (*self.path, segment),
-            self._logger,
-            self.clock,
-            self.journal,
-            self._scope,
-            self._observer,
+        ctx = _new(FlowContext)
+        _set_shared(ctx, self._shared)
+        _set_path(ctx, (*self.path, segment))
+        return ctx
+
+    def _with(
+        self, *, scope: CompensationScope | None = None, observer: Observer | None = None
+    ) -> FlowContext:
+        # Strictly private: this context under a new compensation scope or observer.
+        shared = self._shared
+        ctx = _new(FlowContext)
+        _set_shared(
+            ctx,
+            _Shared(
+                shared.services,
+                shared.run_id,
+                shared.logger,
+                shared.clock,
+                shared.journal,
+                shared.scope if scope is None else scope,
+                shared.observer if observer is None else observer,
+            ),
         )
+        _set_path(ctx, self.path)
+        return ctx
+
+
+# Filling a context's slots around its __setattr__, which refuses: it is immutable.
+_new = object.__new__
+_slots: Any = FlowContext.__dict__
+_set_shared: abc.Callable[[FlowContext, _Shared], None] = _slots["_shared"].__set__
+_set_path: abc.Callable[[FlowContext, Path], None] = _slots["path"].__set__

@@ -76,7 +76,8 @@ async def invoke(
     One coroutine per node, on the path of every step: what it does is inline.
     """
     ctx = parent if segment is None else parent.child(segment)
-    journal = ctx.journal
+    shared = ctx._shared  # noqa: SLF001 -- read once: the run's journal, observer and scope
+    journal = shared.journal
     if journal is not None and getattr(node, "is_effect", False):
         found, out = _replay(node, ctx, value, skipped, journal)
         if found:
@@ -84,7 +85,7 @@ async def invoke(
         await journal.settle()  # earlier records are stored before this effect runs
     else:
         journal = None  # only leaves with effects are journaled here
-    observer = ctx._observer  # noqa: SLF001 -- the context's private hook, ours
+    observer = shared.observer
     token = None if observer is None else observer.node_started(node, ctx, value)
     try:
         try:

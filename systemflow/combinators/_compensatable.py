@@ -80,7 +80,7 @@ class Compensatable(Node[Any, Any]):
         Run the children in order inside a new compensation scope.
         """
         scope = CompensationScope()
-        inner = attrs.evolve(ctx, scope=scope)
+        inner = ctx._with(scope=scope)  # noqa: SLF001 -- the context's private hook, ours
         value = input
         try:
             for segment, child in self.children:

@@ -105,7 +105,8 @@ class Instrumented(Node[Any, Any]):
             log_input=self.log_input,
             log_output=self.log_output,
         )
-        return await invoke(self.flow, attrs.evolve(ctx, observer=telemetry), None, input, WRAPPED)
+        observed = ctx._with(observer=telemetry)  # noqa: SLF001 -- the context's private hook, ours
+        return await invoke(self.flow, observed, None, input, WRAPPED)
 
     def __repr__(self) -> str:
         options = {
