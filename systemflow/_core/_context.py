@@ -203,6 +203,10 @@ class FlowContext:
     def __repr__(self) -> str:
         return f"FlowContext(run_id={self.run_id!r}, path={self.path!r})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # copy.copy: its __setattr__ would refuse the slots' state.
+        return (_rebuild, (self._shared, self.path))
+
     @property
     def services(self) -> abc.Mapping[str, Any]:
         """
@@ -299,3 +303,10 @@ _new = object.__new__
 _slots: Any = FlowContext.__dict__
 _set_shared: abc.Callable[[FlowContext, _Shared], None] = _slots["_shared"].__set__
 _set_path: abc.Callable[[FlowContext, Path], None] = _slots["path"].__set__
+
+
+def _rebuild(shared: _Shared, path: Path) -> FlowContext:
+    ctx = _new(FlowContext)
+    _set_shared(ctx, shared)
+    _set_path(ctx, path)
+    return ctx

@@ -57,6 +57,29 @@ class TestFlowContext:
         with pytest.raises(AttributeError):
             ctx.path = ("x",)  # type: ignore[misc]
 
+    def test_a_copy_is_equal_and_immutable(self):
+        """copy.copy makes a context equal to the original, sharing its services; frozen too."""
+        import copy
+
+        ctx = sf.FlowContext(services={"a": 1}, run_id="r3").child("charge")
+
+        made = copy.copy(ctx)
+
+        assert (ctx, hash(ctx)) == (made, hash(made))
+        assert ctx.services is made.services
+        with pytest.raises(AttributeError):
+            made.path = ()  # type: ignore[misc]
+
+    def test_equality_is_by_run_and_path(self):
+        """Two contexts are equal when their run ids and paths are; nothing else counts."""
+        a = sf.FlowContext(run_id="r1", services={"x": 1}).child("s")
+        b = sf.FlowContext(run_id="r1").child("s")
+
+        assert a == b
+        assert a != sf.FlowContext(run_id="r1").child("t")
+        assert a != "r1"
+        assert "FlowContext(run_id='r1', path=('s',))" == repr(a)
+
     def test_logger_binds_run_and_path(self):
         """ctx.logger carries the run id and the node path."""
         import structlog
