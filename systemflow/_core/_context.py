@@ -271,31 +271,23 @@ class FlowContext:
         """
         Return the context of a child node at ``segment`` below this one.
         """
-        ctx = _new(FlowContext)
-        _set_shared(ctx, self._shared)
-        _set_path(ctx, (*self.path, segment))
-        return ctx
+        return _rebuild(self._shared, (*self.path, segment))
 
     def _with(
         self, *, scope: CompensationScope | None = None, observer: Observer | None = None
     ) -> FlowContext:
         # Strictly private: this context under a new compensation scope or observer.
         shared = self._shared
-        ctx = _new(FlowContext)
-        _set_shared(
-            ctx,
-            _Shared(
-                shared.services,
-                shared.run_id,
-                shared.logger,
-                shared.clock,
-                shared.journal,
-                shared.scope if scope is None else scope,
-                shared.observer if observer is None else observer,
-            ),
+        changed = _Shared(
+            shared.services,
+            shared.run_id,
+            shared.logger,
+            shared.clock,
+            shared.journal,
+            shared.scope if scope is None else scope,
+            shared.observer if observer is None else observer,
         )
-        _set_path(ctx, self.path)
-        return ctx
+        return _rebuild(changed, self.path)
 
 
 # Filling a context's slots around its __setattr__, which refuses: it is immutable.
@@ -306,6 +298,7 @@ _set_path: abc.Callable[[FlowContext, Path], None] = _slots["path"].__set__
 
 
 def _rebuild(shared: _Shared, path: Path) -> FlowContext:
+    # A context from its two slots, without __init__: child, _with and copy.copy.
     ctx = _new(FlowContext)
     _set_shared(ctx, shared)
     _set_path(ctx, path)
