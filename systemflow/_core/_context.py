@@ -159,9 +159,15 @@ class FlowContext:
     """
 
     __slots__ = ("__weakref__", "_shared", "path")
+    __match_args__ = ("services", "run_id", "path")  # as the attrs class's first three
 
     _shared: _Shared
-    path: Path
+
+    if TYPE_CHECKING:
+
+        @property
+        def path(self) -> Path:  # a slot at run time; read-only to type checkers too
+            ...
 
     def __init__(  # noqa: PLR0917 -- positional as the attrs class before it
         self,

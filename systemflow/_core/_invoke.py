@@ -60,7 +60,7 @@ failure: wrapped, journaled, compensated or ignored like any other.
 """
 
 
-async def invoke(
+async def invoke(  # noqa: C901 -- one frame per node on the hot path (see the docstring)
     node: Flow[Any, Any],
     parent: FlowContext,
     segment: Segment | None,
@@ -93,7 +93,9 @@ async def invoke(
             if hook is not None:
                 hook(node, ctx)
             out = await node.execute(ctx, value)
-        except Exception as exc:  # noqa: BLE001 -- re-raised or recorded by _failure
+        except Exception as exc:
+            if interrupts(exc, shared.journal is not None):
+                raise  # a pause or a hand-back: not a failure of this node
             out = await _failure(node, ctx, value, exc, skipped=skipped, journal=journal)
         else:
             if journal is None:
@@ -127,10 +129,8 @@ async def _failure(
     skipped: Any,
     journal: Journal | None,
 ) -> Any:
-    # The node raised: a pause or hand-back goes up as it is; a failure is
-    # named, journaled, then raised, or skipped if the node is non-critical.
-    if interrupts(exc, ctx.journal is not None):
-        raise exc
+    # The node failed: the failure is named, journaled, then raised, or skipped
+    # if the node is non-critical.
     error = named_error(node, ctx, exc)
     if journal is not None:
         journal.record(FAILED, ctx.path, error_fields(error))

@@ -80,6 +80,16 @@ class TestFlowContext:
         assert a != "r1"
         assert "FlowContext(run_id='r1', path=('s',))" == repr(a)
 
+    def test_matches_by_position_as_services_run_id_and_path(self):
+        """A match pattern takes services, run id and path positionally, in that order."""
+        ctx = sf.FlowContext(run_id="r4").child("x")
+
+        match ctx:
+            case sf.FlowContext(_, run_id, path):
+                assert ("r4", ("x",)) == (run_id, path)
+            case _:  # pragma: no cover -- the test fails below
+                pytest.fail("no match")
+
     def test_logger_binds_run_and_path(self):
         """ctx.logger carries the run id and the node path."""
         import structlog
