@@ -154,10 +154,12 @@ def _replay(
     if failed is None:
         return False, None
     error = StepFailed(f"{failed.value['error']} (recorded)", path=ctx.path, run_id=ctx.run_id)
-    if observer is not None:
-        observer.node_reused(node, ctx, error, None)
+    out = value if skipped is Skip.INPUT else skipped
+    if observer is not None:  # as the first run reported it: skipped, or failed
+        skips = _skips(node, skipped)
+        observer.node_reused(node, ctx, None if skips else error, out if skips else None)
     _failed(node, ctx, error, skipped)
-    return True, value if skipped is Skip.INPUT else skipped
+    return True, out
 
 
 def _register_undo(node: Flow[Any, Any], ctx: FlowContext, value: Any, out: Any, seq: int) -> None:
@@ -181,9 +183,14 @@ def named_error(node: Flow[Any, Any], ctx: FlowContext, exc: Exception) -> FlowE
     return error
 
 
+def _skips(node: Flow[Any, Any], skipped: Any) -> bool:
+    # A failure of this node is skipped here: it is non-critical, and its parent decides.
+    return skipped is not Skip.RAISE and not getattr(node, "critical", True)
+
+
 def _failed(node: Flow[Any, Any], ctx: FlowContext, error: FlowError, skipped: Any) -> None:
     # Raise the failure, unless the node is non-critical: then log it and go on.
-    if skipped is Skip.RAISE or getattr(node, "critical", True):
+    if not _skips(node, skipped):
         raise error
     ctx.bind_logger(flow=describe(node), node=type(node).__name__).warning(
         "systemflow.step_failed_ignored", **error_fields(error)

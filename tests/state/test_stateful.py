@@ -496,6 +496,39 @@ class TestObservability:
         assert all(e["run_id"] == rec.id and e["path"] == "charge" for e in reused)
         assert reused
 
+    async def test_a_skipped_failure_is_reported_on_resume_as_on_the_first_run(self, store):
+        """A recorded non-critical failure, reused: completed and ignored, as when it ran."""
+
+        async def flaky(x: int) -> int:
+            raise ValueError("nope")
+
+        step = sf.Step(flaky, critical=False, name="flaky")
+        flow = sf.Instrumented(sf.Sequence(step, sf.WaitForSignal("s")), recursive=True)
+        durable = Stateful(flow, store=store, name="skip")
+
+        def events(logs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+            kept = ("systemflow.flow_completed", "systemflow.flow_failed")
+            ignored = "systemflow.step_failed_ignored"
+            return [
+                (e["event"], e["log_level"])
+                for e in logs
+                if e.get("path") == "flaky" and e["event"] in (*kept, ignored)
+            ]
+
+        with structlog.testing.capture_logs() as first:
+            rec = await durable.start(1)
+        await store.signal(rec.id, "s", 2)
+        with structlog.testing.capture_logs() as resumed:
+            done = await durable.resume(rec.id)
+
+        assert (RunStatus.COMPLETED, 2) == (done.status, done.output)
+        expected = [
+            ("systemflow.step_failed_ignored", "warning"),
+            ("systemflow.flow_completed", "info"),
+        ]
+        assert expected == events(first)
+        assert sorted(expected) == sorted(events(resumed))
+
     async def test_nested_stateful_pauses_with_run_id(self, store):
         """Stateful as a node: a pause raises FlowPaused naming the run and what it waits for."""
         inner = Stateful(sf.WaitForSignal("s"), store=store, name="inner")
