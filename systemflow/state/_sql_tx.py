@@ -2,8 +2,9 @@
 One operation of ``SqlStateStore``, sans I/O: ``Tx``, and the two loops that run it.
 
 An operation yields the compiled statements of ``_sql_schema`` as queries
-objects and is sent their results; ``Tx`` converts values between Python and
-the database (instants, paths, JSON) and reads rows into records and events.
+(SQL text, parameters, what to send back) and is sent their results; ``Tx``
+converts values between Python and the database (instants, paths, JSON) and
+reads rows into records and events.
 ``run_on`` runs an operation on a DBAPI cursor (SQLite, or the caller's own
 connection); ``run_on_async`` awaits each query on a psycopg ``AsyncCursor``.
 """
